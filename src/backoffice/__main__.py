@@ -1,0 +1,85 @@
+"""Command line: `python -m backoffice {run,serve,migrate}`.
+
+`run` and `serve` prepare the database first (starting the embedded PostgreSQL and applying
+migrations when DATABASE_URL is unset), then hand the resolved URL to uvicorn's workers.
+"""
+
+import argparse
+import asyncio
+import os
+
+import uvicorn
+
+from backoffice.core.config import get_settings
+from backoffice.core.database import resolve_database_url
+from backoffice.core.migrations import apply_migrations
+
+APP = "backoffice.core.main:create_app"
+
+
+def _prepare_database(*, migrate: bool) -> str:
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    if migrate:
+        applied = asyncio.run(apply_migrations(url, settings.migrations_dir))
+        print(f"migrations applied: {applied or 'none pending'}")
+    # Workers are separate processes: they get the URL instead of each resolving it again.
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def _run(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    _prepare_database(migrate=settings.database_url is None)
+    uvicorn.run(
+        APP,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        reload=args.reload,
+        reload_dirs=["src"] if args.reload else None,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def _serve(_: argparse.Namespace) -> None:
+    settings = get_settings()
+    _prepare_database(migrate=settings.database_url is None)
+    uvicorn.run(
+        APP,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    _prepare_database(migrate=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="backoffice")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="development server")
+    run.add_argument("--reload", action="store_true", help="restart on code changes")
+    run.set_defaults(handler=_run)
+    commands.add_parser("serve", help="production server (workers, no reload)").set_defaults(
+        handler=_serve
+    )
+    commands.add_parser(
+        "migrate", help="apply pending migrations without the Atlas CLI"
+    ).set_defaults(handler=_migrate)
+    args = parser.parse_args()
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Entity tags and conditional requests (RFC 9110 section 13) for versioned resources."""
+
+from typing import Annotated
+
+from fastapi import Header
+
+from backoffice.core.errors import PreconditionFailedError
+
+IfMatchHeader = Annotated[
+    str | None,
+    Header(
+        max_length=1024,
+        description="Apply the change only if the resource still has this ETag (else 412).",
+    ),
+]
+IfNoneMatchHeader = Annotated[
+    str | None,
+    Header(max_length=1024, description="Answer 304 if the resource still has this ETag."),
+]
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _tags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def check_if_match(if_match: str | None, version: int) -> None:
+    """Strong comparison, as If-Match requires: a stale or weak tag fails with 412."""
+    if if_match is None:
+        return
+    tags = {tag.strip() for tag in if_match.split(",")}
+    if "*" in tags or etag(version) in tags:
+        return
+    raise PreconditionFailedError(
+        f"The resource has changed (current ETag {etag(version)}); fetch it again and retry."
+    )
+
+
+def is_not_modified(if_none_match: str | None, version: int) -> bool:
+    """Weak comparison, as If-None-Match requires."""
+    if if_none_match is None:
+        return False
+    tags = _tags(if_none_match)
+    return "*" in tags or etag(version) in tags

@@ -1,0 +1,70 @@
+"""Application settings: the one place that reads the environment."""
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+# Shown in .env.example so a fresh clone runs; production refuses to start with it.
+EXAMPLE_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef0123456789"
+MIN_SECRET_KEY_BYTES = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    project_name: str = "Backoffice API"
+    log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")] = "INFO"
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+
+    # Database: unset means "start the embedded PostgreSQL under embedded_db_dir".
+    database_url: str | None = None
+    embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 10
+    db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
+    migrations_dir: Path = PROJECT_ROOT / "migrations"
+
+    # Secrets
+    secret_key: SecretStr = SecretStr(EXAMPLE_SECRET_KEY)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if not self.is_production:
+            return self
+        secret = self.secret_key.get_secret_value()
+        if secret == EXAMPLE_SECRET_KEY:
+            raise ValueError("SECRET_KEY is the example value; set a real secret in production")
+        if len(secret.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes")
+        if self.database_url is None:
+            raise ValueError("DATABASE_URL must be set in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,185 @@
+"""Domain exceptions and their rendering as RFC 9457 problem details.
+
+Every error the API returns, whether raised by a service, by validation, by routing or by a
+bug, leaves through this module as `application/problem+json`.
+"""
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backoffice.core.logging import REQUEST_ID_HEADER
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:backoffice:problem:"
+
+log = structlog.get_logger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted location of the offending input, e.g. `body.price`")
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error response of this API carries."""
+
+    type: str = Field(examples=["urn:backoffice:problem:not-found"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(examples=[404])
+    detail: str | None = Field(default=None, examples=["Product 42 does not exist"])
+    instance: str = Field(examples=["/api/v1/products/42"])
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose; each subclass carries its status."""
+
+    status_code: ClassVar[int] = HTTPStatus.BAD_REQUEST
+    title: ClassVar[str] = "Bad Request"
+    slug: ClassVar[str] = "bad-request"
+    headers: Mapping[str, str] = {}
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if headers:
+            self.headers = headers
+
+
+class NotFoundError(DomainError):
+    status_code = HTTPStatus.NOT_FOUND
+    title = "Not Found"
+    slug = "not-found"
+
+
+class ConflictError(DomainError):
+    status_code = HTTPStatus.CONFLICT
+    title = "Conflict"
+    slug = "conflict"
+
+
+class PreconditionFailedError(DomainError):
+    status_code = HTTPStatus.PRECONDITION_FAILED
+    title = "Precondition Failed"
+    slug = "precondition-failed"
+
+
+class InvalidInputError(DomainError):
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    title = "Unprocessable Content"
+    slug = "invalid-input"
+
+
+class ServiceUnavailableError(DomainError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    title = "Service Unavailable"
+    slug = "service-unavailable"
+
+
+def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the errors a route can return."""
+    return {
+        int(error.status_code): {
+            "model": Problem,
+            "description": error.title,
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
+        for error in errors
+    }
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    detail: str | None,
+    slug: str | None = None,
+    title: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    request_id: str | None = getattr(request.state, "request_id", None)
+    problem = Problem(
+        type=f"{PROBLEM_TYPE_BASE}{slug}" if slug else "about:blank",
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        request_id=request_id,
+        errors=list(errors) if errors is not None else None,
+    )
+    return JSONResponse(
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return problem_response(
+        request,
+        status=exc.status_code,
+        detail=exc.detail,
+        slug=exc.slug,
+        title=exc.title,
+        headers=exc.headers,
+    )
+
+
+def _field_name(location: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(field=_field_name(error["loc"]), message=error["msg"], type=error["type"])
+        for error in exc.errors()
+    ]
+    return problem_response(
+        request,
+        status=HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail="The request is invalid; see `errors` for each offending field.",
+        slug="validation-error",
+        title="Validation Error",
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        request, status=exc.status_code, detail=detail, headers=exc.headers
+    )
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request.unhandled_error", path=request.url.path, method=request.method)
+    request_id: str | None = getattr(request.state, "request_id", None)
+    # This handler runs outside the request-id middleware, so it sets the header itself.
+    return problem_response(
+        request,
+        status=HTTPStatus.INTERNAL_SERVER_ERROR,
+        detail="An unexpected error occurred. Quote the request id when reporting it.",
+        headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled_error)

@@ -1,0 +1,67 @@
+"""Liveness and readiness probes, and the landing page."""
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError
+
+from backoffice.core.database import ReadSessionDep
+from backoffice.core.errors import ServiceUnavailableError, problem_responses
+
+router = APIRouter(tags=["health"])
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok", "ready"]
+
+
+@router.get("/health/live")
+async def live() -> HealthStatus:
+    """The process is up and serving; says nothing about its dependencies."""
+    return HealthStatus(status="ok")
+
+
+@router.get("/health/ready", responses=problem_responses(ServiceUnavailableError))
+async def ready(session: ReadSessionDep) -> HealthStatus:
+    """Ready to take traffic: the database answers."""
+    try:
+        await session.execute(text("SELECT 1"))
+    except (DBAPIError, InterfaceError, OSError) as exc:
+        raise ServiceUnavailableError("The database is not reachable.") from exc
+    return HealthStatus(status="ready")
+
+
+_LANDING_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Backoffice API</title>
+  <style>
+    body { font-family: system-ui, sans-serif; max-width: 42rem; margin: 4rem auto;
+           padding: 0 1rem; line-height: 1.5; color: #1f2933; }
+    a { color: #0b63ce; }
+    code { background: #f0f2f5; padding: 0.1rem 0.3rem; border-radius: 4px; }
+  </style>
+</head>
+<body>
+  <h1>Backoffice API</h1>
+  <p>Products, customers and tasks behind JWT authentication, per-module RBAC and an audit trail.</p>
+  <ul>
+    <li><a href="/docs">Interactive documentation (Swagger UI)</a></li>
+    <li><a href="/redoc">Reference documentation (ReDoc)</a></li>
+    <li><a href="/openapi.json">OpenAPI document</a></li>
+    <li><a href="/health/ready">Readiness</a></li>
+  </ul>
+  <p>The API lives under <code>/api/v1</code>.</p>
+</body>
+</html>
+"""
+
+
+@router.get("/", include_in_schema=False)
+async def landing_page() -> HTMLResponse:
+    return HTMLResponse(_LANDING_PAGE)

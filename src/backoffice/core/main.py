@@ -1,0 +1,35 @@
+"""The application factory: it mounts routers, middleware and error handlers, nothing else."""
+
+from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
+
+from backoffice.core import health
+from backoffice.core.config import Settings, get_settings
+from backoffice.core.database import lifespan
+from backoffice.core.errors import register_error_handlers
+from backoffice.core.logging import RequestIdMiddleware, configure_logging
+from backoffice.products.router import router as products_router
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPIOffline(
+        title=settings.project_name,
+        version="1.0.0",
+        description="Products, customers and tasks behind JWT auth, RBAC and an audit trail.",
+        lifespan=lifespan,
+        max_body_size=settings.max_request_body_bytes,
+    )
+    app.state.settings = settings
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(products_router)
+    app.include_router(api)
+    app.include_router(health.router)
+
+    register_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    return app

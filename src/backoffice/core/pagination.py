@@ -1,0 +1,133 @@
+"""Keyset pagination with opaque, signed cursors.
+
+A page is `WHERE (key, id) > (:last_key, :last_id) ORDER BY key, id LIMIT n`, which an index on
+`(key, id)` answers by seeking, so page 1,000 costs what page 1 does. The cursor carries the
+last row's key values and the sort it belongs to, signed so a client can neither forge nor
+tamper with it.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, Select, tuple_
+
+from backoffice.core.config import get_settings
+from backoffice.core.errors import DomainError
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+_SIGNATURE_BYTES = 16
+
+
+class InvalidCursorError(DomainError):
+    status_code = 400
+    title = "Invalid Cursor"
+    slug = "invalid-cursor"
+
+
+class Page[T](BaseModel):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+LimitQuery = Annotated[
+    int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}.")
+]
+CursorQuery = Annotated[
+    str | None,
+    Query(max_length=1024, description="Opaque cursor from the previous page's `next_cursor`."),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeysetOrder:
+    """One sort order: its public name, the key column and a unique tie-breaker."""
+
+    name: str
+    key: ColumnElement[Any]
+    tiebreaker: ColumnElement[Any]
+    descending: bool = False
+
+    @property
+    def columns(self) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+        return (self.key, self.tiebreaker)
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    datetime: datetime.isoformat,
+    Decimal: str,
+}
+_DECODERS: dict[type, Callable[[Any], Any]] = {
+    datetime: datetime.fromisoformat,
+    Decimal: Decimal,
+    int: int,
+    str: str,
+}
+
+
+@lru_cache
+def _signing_key() -> bytes:
+    secret = get_settings().secret_key.get_secret_value().encode()
+    return hmac.new(secret, b"pagination-cursor", hashlib.sha256).digest()
+
+
+def _sign(payload: bytes) -> bytes:
+    return hmac.new(_signing_key(), payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+
+
+def encode_cursor(order: KeysetOrder, values: Sequence[Any]) -> str:
+    encoded = [_ENCODERS.get(type(value), lambda v: v)(value) for value in values]
+    payload = json.dumps([order.name, encoded], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(_sign(payload) + payload).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: KeysetOrder) -> tuple[Any, ...]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidCursorError("The cursor is malformed; start again without it.") from exc
+    signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
+    if not hmac.compare_digest(signature, _sign(payload)):
+        raise InvalidCursorError("The cursor is not one this API issued; start again without it.")
+    name, values = json.loads(payload)
+    if name != order.name:
+        raise InvalidCursorError(
+            f"The cursor belongs to sort={name!r}, not sort={order.name!r}; keep the same sort "
+            "while paging."
+        )
+    return tuple(
+        None if value is None else _DECODERS[column.type.python_type](value)
+        for column, value in zip(order.columns, values, strict=True)
+    )
+
+
+def apply_keyset[S: Select[Any]](statement: S, order: KeysetOrder, cursor: str | None, limit: int) -> S:
+    """Add the seek condition, the ordering and a LIMIT one past the page (to know whether a
+    next page exists)."""
+    columns = order.columns
+    if cursor is not None:
+        after = tuple_(*decode_cursor(cursor, order))
+        row = tuple_(*columns)
+        statement = statement.where(row < after if order.descending else row > after)
+    ordering = [column.desc() if order.descending else column.asc() for column in columns]
+    return statement.order_by(*ordering).limit(limit + 1)
+
+
+def next_cursor(rows: Sequence[Any], order: KeysetOrder, limit: int) -> str | None:
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return encode_cursor(order, [getattr(last, column.key) for column in order.columns])  # type: ignore[attr-defined]

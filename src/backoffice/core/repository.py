@@ -1,0 +1,97 @@
+"""The generic repository every slice's repository extends.
+
+Services build statements; repositories run them. Repositories `flush()` and never commit:
+the request's session dependency owns the transaction.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.interfaces import ORMOption
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import SQLModel
+
+from backoffice.core.errors import ConflictError, DomainError, InvalidInputError, PreconditionFailedError
+from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor
+
+_UNIQUE_VIOLATION = "23505"
+_FOREIGN_KEY_VIOLATION = "23503"
+_CHECK_VIOLATION = "23514"
+_NOT_NULL_VIOLATION = "23502"
+
+
+def _integrity_details(exc: IntegrityError) -> tuple[str | None, str | None]:
+    """(SQLSTATE, constraint name) of a failed statement, from the asyncpg error under it."""
+    driver_error = getattr(exc.orig, "__cause__", None)
+    return (
+        getattr(exc.orig, "sqlstate", None) or getattr(driver_error, "sqlstate", None),
+        getattr(driver_error, "constraint_name", None),
+    )
+
+
+_DEFAULT_ERRORS: Mapping[str | None, DomainError] = {
+    _UNIQUE_VIOLATION: ConflictError("The request conflicts with an existing record."),
+    _FOREIGN_KEY_VIOLATION: ConflictError("The request refers to, or is referred to by, another record."),
+    _CHECK_VIOLATION: InvalidInputError("A value is outside its allowed range."),
+    _NOT_NULL_VIOLATION: InvalidInputError("A required value is missing."),
+}
+
+
+class BaseRepository[M: SQLModel]:
+    model: ClassVar[type[Any]]
+    # Constraint name -> the error a client should see when it is violated.
+    constraint_errors: ClassVar[Mapping[str, DomainError]] = {}
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def get_base_statement(self) -> Select[tuple[M]]:
+        return select(self.model)
+
+    async def get_by_id(self, entity_id: int, options: Sequence[ORMOption] = ()) -> M | None:
+        entity: M | None = await self.session.get(self.model, entity_id, options=options)
+        return entity
+
+    async def get_one_or_none(self, statement: Select[tuple[M]]) -> M | None:
+        result = await self.session.execute(statement)
+        return result.scalars().one_or_none()
+
+    async def create(self, entity: M) -> M:
+        self.session.add(entity)
+        await self.flush()
+        return entity
+
+    async def update(self, entity: M, changes: Mapping[str, Any]) -> M:
+        for field, value in changes.items():
+            setattr(entity, field, value)
+        await self.flush()
+        return entity
+
+    async def delete(self, entity: M) -> None:
+        await self.session.delete(entity)
+        await self.flush()
+
+    async def paginate(
+        self, statement: Select[tuple[M]], order: KeysetOrder, cursor: str | None, limit: int
+    ) -> tuple[list[M], str | None]:
+        result = await self.session.execute(apply_keyset(statement, order, cursor, limit))
+        rows = list(result.scalars().all())
+        return rows[:limit], next_cursor(rows, order, limit)
+
+    async def flush(self) -> None:
+        """Flush, turning constraint violations and lost updates into client errors."""
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            sqlstate, constraint = _integrity_details(exc)
+            error = self.constraint_errors.get(constraint or "") or _DEFAULT_ERRORS.get(sqlstate)
+            if error is None:
+                raise
+            raise type(error)(error.detail) from exc
+        except StaleDataError as exc:
+            raise PreconditionFailedError(
+                "The resource was modified by another request; fetch it again and retry."
+            ) from exc

@@ -1,0 +1,113 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, etag, is_not_modified
+from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.errors import ConflictError, NotFoundError, PreconditionFailedError, problem_responses
+from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.products import service
+from backoffice.products.models import Product
+from backoffice.products.schemas import (
+    ProductCreate,
+    ProductListQuery,
+    ProductRead,
+    ProductUpdate,
+    StockAdjustment,
+)
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+ProductId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Product id")]
+
+
+def _versioned(response: Response, product: Product) -> ProductRead:
+    response.headers["ETag"] = etag(product.version)
+    return ProductRead.model_validate(product)
+
+
+@router.get("", responses=problem_responses(InvalidCursorError))
+async def list_products(
+    session: ReadSessionDep, query: Annotated[ProductListQuery, Query()]
+) -> Page[ProductRead]:
+    """Products, newest first unless `sort` says otherwise, one keyset page at a time."""
+    products, next_cursor = await service.list_products(session, query)
+    return Page[ProductRead](
+        items=[ProductRead.model_validate(product) for product in products],
+        next_cursor=next_cursor,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(ConflictError),
+)
+async def create_product(
+    data: ProductCreate, session: SessionDep, request: Request, response: Response
+) -> ProductRead:
+    """Create a product. A SKU already in use (in any case) is a 409."""
+    product = await service.create_product(session, data)
+    response.headers["Location"] = request.app.url_path_for("get_product", product_id=product.id)
+    return _versioned(response, product)
+
+
+@router.get(
+    "/{product_id}",
+    responses={
+        **problem_responses(NotFoundError),
+        status.HTTP_304_NOT_MODIFIED: {"description": "The client's copy (If-None-Match) is current."},
+    },
+)
+async def get_product(
+    product_id: ProductId,
+    session: ReadSessionDep,
+    response: Response,
+    if_none_match: IfNoneMatchHeader = None,
+) -> ProductRead:
+    product = await service.get_product(session, product_id)
+    if is_not_modified(if_none_match, product.version):
+        return Response(  # type: ignore[return-value]  # 304 carries no body to validate
+            status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(product.version)}
+        )
+    return _versioned(response, product)
+
+
+@router.patch(
+    "/{product_id}",
+    responses=problem_responses(NotFoundError, ConflictError, PreconditionFailedError),
+)
+async def update_product(
+    product_id: ProductId,
+    data: ProductUpdate,
+    session: SessionDep,
+    response: Response,
+    if_match: IfMatchHeader = None,
+) -> ProductRead:
+    """Change the fields sent. With `If-Match`, a stale ETag is a 412 and nothing changes."""
+    product = await service.update_product(session, product_id, data, if_match)
+    return _versioned(response, product)
+
+
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(NotFoundError, PreconditionFailedError),
+)
+async def delete_product(
+    product_id: ProductId, session: SessionDep, if_match: IfMatchHeader = None
+) -> None:
+    await service.delete_product(session, product_id, if_match)
+
+
+@router.post(
+    "/{product_id}/stock-adjustments",
+    responses=problem_responses(NotFoundError, ConflictError),
+)
+async def adjust_stock(
+    product_id: ProductId, data: StockAdjustment, session: SessionDep, response: Response
+) -> ProductRead:
+    """Add or remove stock atomically. Removing more than is in stock is a 409, also when
+    many requests race for the last units."""
+    product = await service.adjust_stock(session, product_id, data.delta)
+    return _versioned(response, product)

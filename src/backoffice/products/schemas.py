@@ -1,0 +1,150 @@
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.products.models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, SKU_MAX_LENGTH
+
+MAX_QUANTITY = 2**31 - 1
+
+Sku = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=SKU_MAX_LENGTH,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+    ),
+    Field(description="Stock keeping unit; unique whatever its case.", examples=["KB-0042"]),
+]
+ProductName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    Field(examples=["Mechanical keyboard"]),
+]
+Description = Annotated[
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX_LENGTH),
+    Field(examples=["Tenkeyless, brown switches."]),
+]
+Price = Annotated[
+    Decimal,
+    Strict(False),  # accept 89.9 and "89.90" alike; the value is kept exact either way
+    Field(
+        ge=0,
+        max_digits=12,
+        decimal_places=2,
+        allow_inf_nan=False,
+        description="Unit price; up to 2 decimal places. Returned as a string to keep it exact.",
+        examples=["89.90"],
+    ),
+]
+StockQuantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, examples=[25])]
+
+
+class _Request(BaseModel):
+    # Unknown fields are an error (no mass assignment), and no silent coercion of "12" to 12.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ProductCreate(_Request):
+    sku: Sku
+    name: ProductName
+    description: Description | None = None
+    price: Price
+    stock_quantity: StockQuantity = 0
+    is_active: bool = True
+
+
+class ProductUpdate(_Request):
+    """Every field optional; only the fields sent are changed."""
+
+    sku: Sku | None = None
+    name: ProductName | None = None
+    description: Description | None = None
+    price: Price | None = None
+    stock_quantity: StockQuantity | None = None
+    is_active: bool | None = None
+
+    @field_validator("sku", "name", "price", "stock_quantity", "is_active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Only runs for values the client sent: omitting a field is fine, sending null is not.
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+class StockAdjustment(_Request):
+    delta: Annotated[
+        int,
+        Field(
+            ge=-MAX_QUANTITY,
+            le=MAX_QUANTITY,
+            description="Units to add (positive) or remove (negative); never below zero stock.",
+            examples=[-3],
+        ),
+    ]
+
+    @field_validator("delta")
+    @classmethod
+    def _non_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must not be zero")
+        return value
+
+
+class ProductRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sku: str
+    name: str
+    description: str | None
+    price: Price
+    stock_quantity: int
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Bumped on every change; the ETag carries it.")
+
+
+class ProductSort(StrEnum):
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+    NAME = "name"
+    NAME_DESC = "-name"
+    PRICE = "price"
+    PRICE_DESC = "-price"
+
+
+class ProductListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[
+        str | None,
+        Field(min_length=1, max_length=100, description="Name or SKU contains (any case)."),
+    ] = None
+    is_active: bool | None = None
+    min_price: Annotated[Decimal | None, Field(ge=0, max_digits=12, decimal_places=2)] = None
+    max_price: Annotated[Decimal | None, Field(ge=0, max_digits=12, decimal_places=2)] = None
+    sort: ProductSort = ProductSort.CREATED_AT_DESC
+    limit: LimitQuery = DEFAULT_LIMIT
+    cursor: CursorQuery = None
+
+    @model_validator(mode="after")
+    def _price_range(self) -> Self:
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError("min_price must not exceed max_price")
+        return self

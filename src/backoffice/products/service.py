@@ -1,0 +1,107 @@
+"""Product use cases. Raise domain errors; never commit (the request owns the transaction)."""
+
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, Select, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backoffice.core.conditional import check_if_match
+from backoffice.core.errors import ConflictError, NotFoundError
+from backoffice.core.pagination import KeysetOrder
+from backoffice.products.models import Product
+from backoffice.products.repository import ProductRepository
+from backoffice.products.schemas import (
+    ProductCreate,
+    ProductListQuery,
+    ProductSort,
+    ProductUpdate,
+)
+
+log = structlog.get_logger(__name__)
+
+SORT_ORDERS: dict[ProductSort, KeysetOrder] = {
+    sort: KeysetOrder(
+        name=sort.value,
+        key=getattr(Product, sort.value.removeprefix("-")),
+        tiebreaker=Product.id,  # type: ignore[arg-type]
+        descending=sort.value.startswith("-"),
+    )
+    for sort in ProductSort
+}
+
+
+def _not_found(product_id: int) -> NotFoundError:
+    return NotFoundError(f"Product {product_id} does not exist.")
+
+
+def _contains(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.q is not None:
+        pattern = _contains(query.q)
+        conditions.append(or_(Product.name.ilike(pattern), Product.sku.ilike(pattern)))  # type: ignore[attr-defined]
+    if query.is_active is not None:
+        conditions.append(Product.is_active == query.is_active)  # type: ignore[arg-type]
+    if query.min_price is not None:
+        conditions.append(Product.price >= query.min_price)  # type: ignore[arg-type]
+    if query.max_price is not None:
+        conditions.append(Product.price <= query.max_price)  # type: ignore[arg-type]
+    return conditions
+
+
+async def get_product(session: AsyncSession, product_id: int) -> Product:
+    product = await ProductRepository(session).get_by_id(product_id)
+    if product is None:
+        raise _not_found(product_id)
+    return product
+
+
+async def list_products(
+    session: AsyncSession, query: ProductListQuery
+) -> tuple[list[Product], str | None]:
+    repository = ProductRepository(session)
+    statement: Select[Any] = repository.get_base_statement().where(*_filters(query))
+    return await repository.paginate(statement, SORT_ORDERS[query.sort], query.cursor, query.limit)
+
+
+async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
+    product = await ProductRepository(session).create(Product(**data.model_dump()))
+    log.info("product.created", product_id=product.id)
+    return product
+
+
+async def update_product(
+    session: AsyncSession, product_id: int, data: ProductUpdate, if_match: str | None
+) -> Product:
+    product = await get_product(session, product_id)
+    check_if_match(if_match, product.version)
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        return product
+    product = await ProductRepository(session).update(product, changes)
+    log.info("product.updated", product_id=product_id, fields=sorted(changes))
+    return product
+
+
+async def delete_product(session: AsyncSession, product_id: int, if_match: str | None) -> None:
+    product = await get_product(session, product_id)
+    check_if_match(if_match, product.version)
+    await ProductRepository(session).delete(product)
+    log.info("product.deleted", product_id=product_id)
+
+
+async def adjust_stock(session: AsyncSession, product_id: int, delta: int) -> Product:
+    repository = ProductRepository(session)
+    product = await repository.adjust_stock(product_id, delta)
+    if product is not None:
+        log.info("product.stock_adjusted", product_id=product_id, delta=delta)
+        return product
+    current = await get_product(session, product_id)
+    raise ConflictError(
+        f"Insufficient stock: {current.stock_quantity} in stock, cannot remove {-delta}."
+    )
