@@ -8,6 +8,7 @@ from backoffice.core.config import Settings, get_settings
 from backoffice.core.database import lifespan
 from backoffice.core.errors import register_error_handlers
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
+from backoffice.core.middleware import BodySizeLimitMiddleware
 from backoffice.products.router import router as products_router
 
 API_PREFIX = "/api/v1"
@@ -21,7 +22,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Products, customers and tasks behind JWT auth, RBAC and an audit trail.",
         lifespan=lifespan,
-        max_body_size=settings.max_request_body_bytes,
     )
     app.state.settings = settings
 
@@ -31,5 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
 
     register_error_handlers(app)
+    # The last added is the outermost: the request id exists before anything can fail.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

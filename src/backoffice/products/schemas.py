@@ -4,6 +4,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,6 +18,7 @@ from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from backoffice.products.models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, SKU_MAX_LENGTH
 
 MAX_QUANTITY = 2**31 - 1
+CENTS = Decimal("0.01")
 
 Sku = Annotated[
     str,
@@ -49,6 +51,7 @@ Price = Annotated[
         description="Unit price; up to 2 decimal places. Returned as a string to keep it exact.",
         examples=["89.90"],
     ),
+    AfterValidator(lambda price: price.quantize(CENTS)),
 ]
 StockQuantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, examples=[25])]
 
