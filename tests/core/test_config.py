@@ -1,0 +1,44 @@
+import pytest
+from pydantic import ValidationError
+
+from backoffice.core.config import EXAMPLE_SECRET_KEY, Environment, Settings
+
+PRODUCTION_URL = "postgresql://app:pw@db/backoffice"
+
+
+def production(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": Environment.PRODUCTION,
+        "secret_key": "s" * 48,
+        "database_url": PRODUCTION_URL,
+    }
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[arg-type]
+
+
+def test_development_defaults_need_no_configuration() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.environment is Environment.DEVELOPMENT
+    assert settings.database_url is None
+    assert settings.secret_key.get_secret_value() == EXAMPLE_SECRET_KEY
+
+
+def test_production_accepts_a_real_configuration() -> None:
+    assert production().is_production
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"secret_key": EXAMPLE_SECRET_KEY}, "example"),
+        ({"secret_key": "short"}, "32 bytes"),
+        ({"database_url": None}, "DATABASE_URL"),
+    ],
+)
+def test_production_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        production(**overrides)
+
+
+def test_secret_key_is_not_revealed_by_repr() -> None:
+    assert "s" * 48 not in repr(production())
