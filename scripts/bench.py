@@ -6,7 +6,8 @@ One run: an embedded PostgreSQL of its own (`.data/bench-postgres`, database
 each scenario after a warm-up, and a Markdown table of the results. Every server is stopped
 at the end, whatever happens.
 
-    uv run python scripts/bench.py [--duration 10] [--connections 64] [--threads 2] [--products 10000]
+    uv run python scripts/bench.py [--duration 10] [--connections 64] [--threads 2]
+                                   [--products 10000]
 """
 
 import argparse
@@ -236,9 +237,7 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_ready(
-    url: str, process: subprocess.Popen[bytes], log: Path, name: str
-) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, name: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
@@ -250,9 +249,7 @@ def wait_ready(
             except httpx.TransportError:
                 pass
             time.sleep(0.25)
-    _fail_server(
-        name, f"did not answer 200 on {url} within {READY_TIMEOUT_S:.0f}s", log
-    )
+    _fail_server(name, f"did not answer 200 on {url} within {READY_TIMEOUT_S:.0f}s", log)
 
 
 def _fail_server(name: str, why: str, log: Path) -> None:
@@ -340,9 +337,7 @@ def write_scripts(directory: Path) -> tuple[Path, Path]:
     return random_id, fixed_url
 
 
-def scenarios(
-    api: str, baseline: str, products: int, scripts: tuple[Path, Path]
-) -> list[Scenario]:
+def scenarios(api: str, baseline: str, products: int, scripts: tuple[Path, Path]) -> list[Scenario]:
     random_id, fixed_url = scripts
     page, deep_url = deep_page_url(api, products)
     return [
@@ -363,9 +358,7 @@ def scenarios(
     ]
 
 
-def wrk_command(
-    wrk: str, scenario: Scenario, options: Options, seconds: int
-) -> list[str]:
+def wrk_command(wrk: str, scenario: Scenario, options: Options, seconds: int) -> list[str]:
     return [
         wrk,
         f"--threads={options.threads}",
@@ -387,20 +380,14 @@ def run_wrk(wrk: str, scenario: Scenario, options: Options, seconds: int) -> str
         check=False,
     )
     if completed.returncode != 0:
-        raise RuntimeError(
-            f"wrk failed on {scenario.name}:\n{completed.stdout}{completed.stderr}"
-        )
+        raise RuntimeError(f"wrk failed on {scenario.name}:\n{completed.stdout}{completed.stderr}")
     return completed.stdout
 
 
 def parse_wrk(name: str, output: str) -> Result:
-    line = next(
-        (row for row in output.splitlines() if row.startswith(RESULT_MARKER)), None
-    )
+    line = next((row for row in output.splitlines() if row.startswith(RESULT_MARKER)), None)
     if line is None:
-        raise RuntimeError(
-            f"no {RESULT_MARKER} line in wrk's output for {name}:\n{output}"
-        )
+        raise RuntimeError(f"no {RESULT_MARKER} line in wrk's output for {name}:\n{output}")
     fields = {key: float(value) for key, value in RESULT_FIELD.findall(line)}
     non_2xx = NON_2XX_LINE.search(output)
     return Result(
@@ -414,9 +401,7 @@ def parse_wrk(name: str, output: str) -> Result:
 
 
 def measure(wrk: str, scenario: Scenario, options: Options) -> Result:
-    print(
-        f"wrk: {scenario.name} ({WARMUP_S}s warm-up + {options.duration}s)", flush=True
-    )
+    print(f"wrk: {scenario.name} ({WARMUP_S}s warm-up + {options.duration}s)", flush=True)
     run_wrk(wrk, scenario, options, WARMUP_S)
     return parse_wrk(scenario.name, run_wrk(wrk, scenario, options, options.duration))
 
@@ -443,11 +428,7 @@ def table(results: list[Result]) -> str:
 
 def summary(results: list[Result]) -> str:
     api, baseline = results[0], results[-1]
-    ratio = (
-        api.requests_per_s / baseline.requests_per_s
-        if baseline.requests_per_s
-        else math.nan
-    )
+    ratio = api.requests_per_s / baseline.requests_per_s if baseline.requests_per_s else math.nan
     lines = [f"API / baseline throughput (GET by id): {ratio:.2f}x"]
     if any(result.failed for result in results):
         lines.append(
@@ -462,28 +443,19 @@ def summary(results: list[Result]) -> str:
 def parse_options() -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
-    parser.add_argument(
-        "--connections", type=int, default=64, help="open HTTP connections"
-    )
+    parser.add_argument("--connections", type=int, default=64, help="open HTTP connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--products", type=int, default=10_000, help="products to seed")
     args = parser.parse_args()
-    if (
-        min(args.duration, args.threads, args.products) < 1
-        or args.connections < args.threads
-    ):
-        parser.error(
-            "duration, threads and products must be >= 1, connections >= threads"
-        )
+    if min(args.duration, args.threads, args.products) < 1 or args.connections < args.threads:
+        parser.error("duration, threads and products must be >= 1, connections >= threads")
     return Options(args.duration, args.connections, args.threads, args.products)
 
 
 def run(options: Options) -> list[Result]:
     wrk = ensure_wrk()
     with ExitStack() as stack:
-        work_dir = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
-        )
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         database_url = stack.enter_context(embedded_database(options.products))
         api_port, baseline_port = free_port(), free_port()
         api, baseline = f"http://{HOST}:{api_port}", f"http://{HOST}:{baseline_port}"
@@ -509,14 +481,11 @@ def run(options: Options) -> list[Result]:
         )
         scripts = write_scripts(work_dir)
         plan = scenarios(api, baseline, options.products, scripts)
-        results = [measure(wrk, scenario, options) for scenario in plan]
-    return results
+        return [measure(wrk, scenario, options) for scenario in plan]
 
 
 def main() -> None:
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
-    )
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     options = parse_options()
     try:
         results = run(options)

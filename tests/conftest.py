@@ -55,7 +55,7 @@ def server_url() -> Iterator[str]:
     if url := TestEnvironment().test_database_url:
         yield url
     elif _docker_engine_answers():
-        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+        from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:18-alpine", driver=None) as container:
             yield container.get_connection_url()
@@ -72,7 +72,7 @@ async def _admin(server_url: str, statement: str) -> None:
 
 
 def _with_database(server_url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.engine import make_url
 
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 

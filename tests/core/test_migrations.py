@@ -36,7 +36,9 @@ _CATALOG_QUERIES = {
         FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid
         JOIN pg_namespace ns ON ns.oid = rel.relnamespace WHERE ns.nspname = 'public'""",
     "tables": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
-    "sequences": "SELECT sequencename, data_type, increment_by FROM pg_sequences WHERE schemaname = 'public'",
+    "sequences": """
+        SELECT sequencename, data_type, increment_by FROM pg_sequences
+        WHERE schemaname = 'public'""",
 }
 
 
@@ -60,9 +62,9 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
 
 
 async def _create_all(url: str) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+    from sqlalchemy.ext.asyncio import create_async_engine
 
-    from backoffice.core.database import sqlalchemy_url  # noqa: PLC0415
+    from backoffice.core.database import sqlalchemy_url
 
     engine = create_async_engine(sqlalchemy_url(url))
     async with engine.begin() as connection:
@@ -86,8 +88,8 @@ def test_sum_algorithm_matches_atlas_on_a_known_directory(tmp_path: Path) -> Non
     """Reference values computed independently from Atlas's algorithm (running SHA-256)."""
     (tmp_path / "1_a.sql").write_bytes(b"CREATE TABLE a (id int);\n")
     (tmp_path / "2_b.sql").write_bytes(b"-- atlas:sum ignore\nSELECT 1;\n")
-    import base64  # noqa: PLC0415
-    import hashlib  # noqa: PLC0415
+    import base64
+    import hashlib
 
     running = hashlib.sha256(b"1_a.sql" + b"CREATE TABLE a (id int);\n")
     first = base64.b64encode(running.digest()).decode()
@@ -148,7 +150,7 @@ async def test_a_tampered_migration_is_refused(
 ) -> None:
     directory = tmp_path / "migrations"
     shutil.copytree(migrations_dir, directory)
-    first = sorted(directory.glob("*.sql"))[0]
+    first = min(directory.glob("*.sql"))
     first.write_bytes(first.read_bytes() + b"\n-- sneaky edit\n")
 
     with pytest.raises(MigrationError, match="does not match"):
@@ -160,7 +162,7 @@ async def test_a_changed_applied_migration_is_refused(
 ) -> None:
     directory = tmp_path / "migrations"
     shutil.copytree(migrations_dir, directory)
-    first = sorted(directory.glob("*.sql"))[0]
+    first = min(directory.glob("*.sql"))
     first.write_bytes(first.read_bytes() + b"\n-- edited after apply\n")
     (directory / SUM_FILE).write_text(compute_sum_file(read_migration_files(directory)))
 

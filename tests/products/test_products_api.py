@@ -101,7 +101,11 @@ async def test_create_product_without_required_fields_lists_each_one(client: Asy
     response = await client.post(PRODUCTS, json={})
 
     problem = assert_problem(response, 422)
-    assert {error["field"] for error in problem["errors"]} == {"body.sku", "body.name", "body.price"}
+    assert {error["field"] for error in problem["errors"]} == {
+        "body.sku",
+        "body.name",
+        "body.price",
+    }
 
 
 async def test_create_product_with_malformed_json_returns_422(client: AsyncClient) -> None:
@@ -141,7 +145,9 @@ async def test_get_missing_product_returns_404(client: AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("bad_id", ["0", "-1", "abc", str(2**31), "1.5"])
-async def test_get_product_with_out_of_range_id_returns_422(client: AsyncClient, bad_id: str) -> None:
+async def test_get_product_with_out_of_range_id_returns_422(
+    client: AsyncClient, bad_id: str
+) -> None:
     response = await client.get(f"{PRODUCTS}/{bad_id}")
 
     assert_problem(response, 422)
@@ -355,7 +361,9 @@ async def test_stock_adjustment_of_missing_product_returns_404(client: AsyncClie
     assert_problem(response, 404)
 
 
-@pytest.mark.parametrize("body", [{"delta": 0}, {"delta": "1"}, {"delta": 1.5}, {}, {"delta": 1, "x": 1}])
+@pytest.mark.parametrize(
+    "body", [{"delta": 0}, {"delta": "1"}, {"delta": 1.5}, {}, {"delta": 1, "x": 1}]
+)
 async def test_stock_adjustment_with_invalid_delta_returns_422(
     client: AsyncClient, create_product: CreateProduct, body: dict[str, Any]
 ) -> None:

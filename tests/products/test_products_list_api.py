@@ -37,7 +37,9 @@ async def walk(client: AsyncClient, params: dict[str, Any]) -> list[dict[str, An
     items: list[dict[str, Any]] = []
     cursor: str | None = None
     for _ in range(1000):
-        response = await client.get(PRODUCTS, params=params | ({"cursor": cursor} if cursor else {}))
+        response = await client.get(
+            PRODUCTS, params=params | ({"cursor": cursor} if cursor else {})
+        )
         assert response.status_code == 200, response.text
         page = response.json()
         assert len(page["items"]) <= params.get("limit", 20)
@@ -97,7 +99,9 @@ async def test_list_products_defaults_to_20_newest_first(
     assert created == sorted(created, reverse=True)
 
 
-async def test_list_products_last_page_has_no_cursor(client: AsyncClient, session: AsyncSession) -> None:
+async def test_list_products_last_page_has_no_cursor(
+    client: AsyncClient, session: AsyncSession
+) -> None:
     await seed(session, 10)
 
     page = (await client.get(PRODUCTS, params={"limit": 10})).json()
@@ -176,7 +180,9 @@ async def test_list_products_with_invalid_query_returns_422(
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "!!!", "eyJmb28iOiAxfQ", "A" * 200])
-async def test_list_products_with_forged_cursor_returns_400(client: AsyncClient, cursor: str) -> None:
+async def test_list_products_with_forged_cursor_returns_400(
+    client: AsyncClient, cursor: str
+) -> None:
     response = await client.get(PRODUCTS, params={"cursor": cursor})
 
     assert_problem(response, 400, "invalid-cursor")
@@ -198,7 +204,9 @@ async def test_list_products_with_cursor_of_another_sort_returns_400(
     client: AsyncClient, session: AsyncSession
 ) -> None:
     await seed(session, 5)
-    cursor = (await client.get(PRODUCTS, params={"limit": 2, "sort": "price"})).json()["next_cursor"]
+    cursor = (await client.get(PRODUCTS, params={"limit": 2, "sort": "price"})).json()[
+        "next_cursor"
+    ]
 
     response = await client.get(PRODUCTS, params={"sort": "name", "cursor": cursor})
 
@@ -225,7 +233,9 @@ async def test_every_sort_is_answered_by_an_index_without_sorting(
     lines = [line for (line,) in plan]
     top = "\n".join(lines)
     assert "Index Scan" in top, top
-    assert not any(line.strip().startswith("->  Sort") or line.startswith("Sort") for line in lines), top
+    assert not any(
+        line.strip().startswith("->  Sort") or line.startswith("Sort") for line in lines
+    ), top
 
 
 # --- concurrency (real commits) -------------------------------------------------------------

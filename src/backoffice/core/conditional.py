@@ -1,8 +1,10 @@
 """Entity tags and conditional requests (RFC 9110 section 13) for versioned resources."""
 
+from collections.abc import Mapping
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import Header, Response
+from pydantic import BaseModel
 
 from backoffice.core.errors import PreconditionFailedError
 
@@ -45,3 +47,24 @@ def is_not_modified(if_none_match: str | None, version: int) -> bool:
         return False
     tags = _tags(if_none_match)
     return "*" in tags or etag(version) in tags
+
+
+def versioned_response(
+    body: BaseModel,
+    version: int,
+    *,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The JSON body with its ETag, serialized once (the route declares `response_model` for
+    the OpenAPI document, so FastAPI does not validate and serialize it a second time)."""
+    return Response(
+        body.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"ETag": etag(version), **(headers or {})},
+    )
+
+
+def not_modified_response(version: int) -> Response:
+    return Response(status_code=304, headers={"ETag": etag(version)})

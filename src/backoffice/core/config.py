@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 # Shown in .env.example so a fresh clone runs; production refuses to start with it.
-EXAMPLE_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef0123456789"
+EXAMPLE_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef0123456789"  # noqa: S105  # public on purpose
 MIN_SECRET_KEY_BYTES = 32
 
 

@@ -1,6 +1,7 @@
 """Engine, sessions and the embedded PostgreSQL that a fresh clone runs on."""
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,11 +11,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from backoffice.core.config import Settings
 
 EMBEDDED_DATABASE_NAME = "backoffice"
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +38,9 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NA
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{database}';"
-        )
+        if not _IDENTIFIER.fullmatch(database):
+            raise ValueError(f"unsafe database name {database!r}")
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608  # checked above
         if "(1 row)" not in exists:
             server.psql(f'CREATE DATABASE "{database}";')
         url: str = server.get_uri(database)

@@ -126,8 +126,7 @@ def problem_response(
     )
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
+async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
     return problem_response(
         request,
         status=exc.status_code,
@@ -142,8 +141,7 @@ def _field_name(location: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in location)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
         FieldError(field=_field_name(error["loc"]), message=error["msg"], type=error["type"])
         for error in exc.errors()
@@ -158,15 +156,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(
-        request, status=exc.status_code, detail=detail, headers=exc.headers
-    )
+    return problem_response(request, status=exc.status_code, detail=detail, headers=exc.headers)
 
 
-async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+async def _unhandled_error(request: Request, _exc: Exception) -> JSONResponse:
     log.exception("request.unhandled_error", path=request.url.path, method=request.method)
     request_id: str | None = getattr(request.state, "request_id", None)
     # This handler runs outside the request-id middleware, so it sets the header itself.

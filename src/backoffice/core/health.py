@@ -49,7 +49,8 @@ _LANDING_PAGE = """<!doctype html>
 </head>
 <body>
   <h1>Backoffice API</h1>
-  <p>Products, customers and tasks behind JWT authentication, per-module RBAC and an audit trail.</p>
+  <p>Products, customers and tasks behind JWT authentication, per-module RBAC
+     and an audit trail.</p>
   <ul>
     <li><a href="/docs">Interactive documentation (Swagger UI)</a></li>
     <li><a href="/redoc">Reference documentation (ReDoc)</a></li>

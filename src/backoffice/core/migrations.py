@@ -20,6 +20,7 @@ from backoffice.core.database import libpq_url
 
 SUM_FILE = "atlas.sum"
 REVISIONS_SCHEMA = "atlas_schema_revisions"
+REVISION_TYPE_BASELINE = 1
 REVISION_TYPE_EXECUTE = 2
 OPERATOR_VERSION = "backoffice-migrator/1 (atlas-compatible)"
 # Any constant works; it only has to be the same for every process that migrates.
@@ -114,50 +115,67 @@ def verify_sum_file(directory: Path) -> list[MigrationFile]:
     return files
 
 
+def _end_of_line_comment(sql: str, index: int) -> int:
+    newline = sql.find("\n", index)
+    return len(sql) if newline == -1 else newline + 1
+
+
+def _end_of_block_comment(sql: str, index: int) -> int:
+    end = sql.find("*/", index + 2)
+    return len(sql) if end == -1 else end + 2
+
+
+def _end_of_quoted(sql: str, index: int) -> int:
+    quote, end = sql[index], index + 1
+    while end < len(sql):
+        if sql[end] != quote:
+            end += 1
+        elif sql.startswith(quote * 2, end):  # a doubled quote is an escaped quote
+            end += 2
+        else:
+            return end + 1
+    return len(sql)
+
+
+def _end_of_dollar_quoted(sql: str, index: int) -> int:
+    tag_end = sql.find("$", index + 1)
+    tag = sql[index : tag_end + 1]
+    if tag_end == -1 or not (tag == "$$" or tag[1:-1].replace("_", "a").isalnum()):
+        return index + 1  # a positional parameter such as $1, not a dollar quote
+    end = sql.find(tag, tag_end + 1)
+    return len(sql) if end == -1 else end + len(tag)
+
+
+def _skip(sql: str, index: int) -> int | None:
+    """Where the comment or quoted text starting at `index` ends; None if none starts there."""
+    two = sql[index : index + 2]
+    if two == "--":
+        return _end_of_line_comment(sql, index)
+    if two == "/*":
+        return _end_of_block_comment(sql, index)
+    skipper = _QUOTE_SKIPPERS.get(sql[index])
+    return skipper(sql, index) if skipper else None
+
+
+_QUOTE_SKIPPERS = {"'": _end_of_quoted, '"': _end_of_quoted, "$": _end_of_dollar_quoted}
+
+
 def split_statements(sql: str) -> list[str]:
     """Split a migration file into statements on `;`, respecting quotes, dollar quotes and
     comments, as Atlas does."""
     statements: list[str] = []
     start = index = 0
-    length = len(sql)
-    while index < length:
-        char = sql[index]
-        if sql.startswith("--", index):
-            newline = sql.find("\n", index)
-            index = length if newline == -1 else newline + 1
-        elif sql.startswith("/*", index):
-            end = sql.find("*/", index + 2)
-            index = length if end == -1 else end + 2
-        elif char in "'\"":
-            end = index + 1
-            while end < length:
-                if sql[end] == char:
-                    if end + 1 < length and sql[end + 1] == char:  # doubled quote escape
-                        end += 2
-                        continue
-                    break
-                end += 1
-            index = end + 1
-        elif char == "$":
-            tag_end = sql.find("$", index + 1)
-            tag = sql[index : tag_end + 1] if tag_end != -1 else ""
-            if tag and (tag == "$$" or tag[1:-1].replace("_", "a").isalnum()):
-                end = sql.find(tag, tag_end + 1)
-                index = length if end == -1 else end + len(tag)
-            else:
-                index += 1
-        elif char == ";":
-            statement = sql[start : index + 1].strip()
-            if _has_code(statement):
-                statements.append(statement)
-            index += 1
-            start = index
-        else:
-            index += 1
-    tail = sql[start:].strip()
-    if _has_code(tail):
-        statements.append(tail)
-    return statements
+    while index < len(sql):
+        skipped = _skip(sql, index)
+        if skipped is not None:
+            index = skipped
+            continue
+        if sql[index] == ";":
+            statements.append(sql[start : index + 1].strip())
+            start = index + 1
+        index += 1
+    statements.append(sql[start:].strip())
+    return [statement for statement in statements if _has_code(statement)]
 
 
 def _has_code(statement: str) -> bool:
@@ -176,19 +194,24 @@ class AppliedRevision:
 
 async def _applied_revisions(connection: asyncpg.Connection) -> dict[str, AppliedRevision]:
     rows = await connection.fetch(
-        f'SELECT version, hash, applied, total, error FROM "{REVISIONS_SCHEMA}".atlas_schema_revisions '
-        f"WHERE type = {REVISION_TYPE_EXECUTE} OR type = 1 ORDER BY version"
+        "SELECT version, hash, applied, total, error "  # noqa: S608  # constants only
+        f'FROM "{REVISIONS_SCHEMA}".atlas_schema_revisions '
+        "WHERE type = ANY($1::bigint[]) ORDER BY version",
+        [REVISION_TYPE_BASELINE, REVISION_TYPE_EXECUTE],
     )
     return {row["version"]: AppliedRevision(**dict(row)) for row in rows}
 
 
-def _pending(files: list[MigrationFile], applied: dict[str, AppliedRevision]) -> list[MigrationFile]:
+def _pending(
+    files: list[MigrationFile], applied: dict[str, AppliedRevision]
+) -> list[MigrationFile]:
     hashes = dict(file_hashes(files))
     for revision in applied.values():
         if revision.error or revision.applied < revision.total:
             raise MigrationError(
-                f"migration {revision.version} is partially applied ({revision.error or 'incomplete'}); "
-                "fix the database by hand, then `atlas migrate set` or delete its revision row"
+                f"migration {revision.version} is partially applied "
+                f"({revision.error or 'incomplete'}); fix the database by hand, then "
+                "`atlas migrate set` or delete its revision row"
             )
     for file in files:
         revision = applied.get(file.version)
@@ -227,7 +250,7 @@ async def _apply_file(connection: asyncpg.Connection, file: MigrationFile, file_
         for statement in statements:
             await connection.execute(statement)
         await connection.execute(
-            f'INSERT INTO "{REVISIONS_SCHEMA}".atlas_schema_revisions '
+            f'INSERT INTO "{REVISIONS_SCHEMA}".atlas_schema_revisions '  # noqa: S608  # constant
             "(version, description, type, applied, total, executed_at, execution_time, "
             "error, error_stmt, hash, partial_hashes, operator_version) "
             "VALUES ($1, $2, $3, $4, $4, $5, $6, NULL, NULL, $7, NULL, $8)",

@@ -11,14 +11,14 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, tuple_
 
@@ -42,10 +42,12 @@ class Page[T](BaseModel):
         description="Pass as `cursor` to get the next page; null on the last page."
     )
 
+    def to_response(self) -> Response:
+        """Serialized once; the route declares `response_model` for the OpenAPI document."""
+        return Response(self.model_dump_json(), media_type="application/json")
 
-LimitQuery = Annotated[
-    int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}.")
-]
+
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}.")]
 CursorQuery = Annotated[
     str | None,
     Query(max_length=1024, description="Opaque cursor from the previous page's `next_cursor`."),
@@ -114,7 +116,9 @@ def decode_cursor(cursor: str, order: KeysetOrder) -> tuple[Any, ...]:
     )
 
 
-def apply_keyset[S: Select[Any]](statement: S, order: KeysetOrder, cursor: str | None, limit: int) -> S:
+def apply_keyset[S: Select[Any]](
+    statement: S, order: KeysetOrder, cursor: str | None, limit: int
+) -> S:
     """Add the seek condition, the ordering and a LIMIT one past the page (to know whether a
     next page exists)."""
     columns = order.columns
@@ -126,8 +130,9 @@ def apply_keyset[S: Select[Any]](statement: S, order: KeysetOrder, cursor: str |
     return statement.order_by(*ordering).limit(limit + 1)
 
 
-def next_cursor(rows: Sequence[Any], order: KeysetOrder, limit: int) -> str | None:
+def next_cursor(rows: Sequence[Mapping[str, Any]], order: KeysetOrder, limit: int) -> str | None:
+    """The cursor after the page's last row, if the query found a row past the page."""
     if len(rows) <= limit:
         return None
     last = rows[limit - 1]
-    return encode_cursor(order, [getattr(last, column.key) for column in order.columns])  # type: ignore[attr-defined]
+    return encode_cursor(order, [last[column.key] for column in order.columns])

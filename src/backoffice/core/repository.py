@@ -7,14 +7,19 @@ the request's session dependency owns the transaction.
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import RowMapping, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.interfaces import ORMOption
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.interfaces import ORMOption
 from sqlmodel import SQLModel
 
-from backoffice.core.errors import ConflictError, DomainError, InvalidInputError, PreconditionFailedError
+from backoffice.core.errors import (
+    ConflictError,
+    DomainError,
+    InvalidInputError,
+    PreconditionFailedError,
+)
 from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor
 
 _UNIQUE_VIOLATION = "23505"
@@ -34,7 +39,9 @@ def _integrity_details(exc: IntegrityError) -> tuple[str | None, str | None]:
 
 _DEFAULT_ERRORS: Mapping[str | None, DomainError] = {
     _UNIQUE_VIOLATION: ConflictError("The request conflicts with an existing record."),
-    _FOREIGN_KEY_VIOLATION: ConflictError("The request refers to, or is referred to by, another record."),
+    _FOREIGN_KEY_VIOLATION: ConflictError(
+        "The request refers to, or is referred to by, another record."
+    ),
     _CHECK_VIOLATION: InvalidInputError("A value is outside its allowed range."),
     _NOT_NULL_VIOLATION: InvalidInputError("A required value is missing."),
 }
@@ -44,9 +51,22 @@ class BaseRepository[M: SQLModel]:
     model: ClassVar[type[Any]]
     # Constraint name -> the error a client should see when it is violated.
     constraint_errors: ClassVar[Mapping[str, DomainError]] = {}
+    _row_by_id: ClassVar[Select[Any]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = cls.model.__table__
+        # Built once per repository; SQLAlchemy then reuses the compiled form on every call.
+        cls._row_by_id = select(*table.c).where(table.c.id == bindparam("entity_id"))
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def get_row_by_id(self, entity_id: int) -> RowMapping | None:
+        """The row as a plain mapping, for read-only responses: no ORM instance, no identity
+        map, one round trip. Writes load the entity with `get_by_id` instead."""
+        result = await self.session.execute(self._row_by_id, {"entity_id": entity_id})
+        return result.mappings().one_or_none()
 
     def get_base_statement(self) -> Select[tuple[M]]:
         return select(self.model)
@@ -74,11 +94,16 @@ class BaseRepository[M: SQLModel]:
         await self.session.delete(entity)
         await self.flush()
 
+    def get_rows_statement(self) -> Select[Any]:
+        """`SELECT <every column>` for read-only lists, answered as plain rows."""
+        return select(*self.model.__table__.c)
+
     async def paginate(
-        self, statement: Select[tuple[M]], order: KeysetOrder, cursor: str | None, limit: int
-    ) -> tuple[list[M], str | None]:
+        self, statement: Select[Any], order: KeysetOrder, cursor: str | None, limit: int
+    ) -> tuple[list[RowMapping], str | None]:
+        """One keyset page of `statement` (a `get_rows_statement()` with filters) as rows."""
         result = await self.session.execute(apply_keyset(statement, order, cursor, limit))
-        rows = list(result.scalars().all())
+        rows = list(result.mappings().all())
         return rows[:limit], next_cursor(rows, order, limit)
 
     async def flush(self) -> None:

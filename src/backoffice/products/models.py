@@ -54,6 +54,6 @@ class Product(SQLModel, table=True):
     )
 
     @declared_attr.directive
-    def __mapper_args__(cls) -> dict[str, Any]:
+    def __mapper_args__(self) -> dict[str, Any]:
         # Optimistic locking: every UPDATE carries `WHERE version = :old` and bumps it.
-        return {"version_id_col": cls.__table__.c.version, "eager_defaults": True}
+        return {"version_id_col": self.__table__.c.version, "eager_defaults": True}

@@ -2,9 +2,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, etag, is_not_modified
+from backoffice.core.conditional import (
+    IfMatchHeader,
+    IfNoneMatchHeader,
+    is_not_modified,
+    not_modified_response,
+    versioned_response,
+)
 from backoffice.core.database import ReadSessionDep, SessionDep
-from backoffice.core.errors import ConflictError, NotFoundError, PreconditionFailedError, problem_responses
+from backoffice.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    problem_responses,
+)
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.products import service
 from backoffice.products.models import Product
@@ -21,72 +32,72 @@ router = APIRouter(prefix="/products", tags=["products"])
 ProductId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Product id")]
 
 
-def _versioned(response: Response, product: Product) -> ProductRead:
-    response.headers["ETag"] = etag(product.version)
-    return ProductRead.model_validate(product)
+def _versioned(
+    product: Product, status_code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None
+) -> Response:
+    return versioned_response(
+        ProductRead.model_validate(product),
+        product.version,
+        status_code=status_code,
+        headers=headers,
+    )
 
 
-@router.get("", responses=problem_responses(InvalidCursorError))
+@router.get("", response_model=Page[ProductRead], responses=problem_responses(InvalidCursorError))
 async def list_products(
     session: ReadSessionDep, query: Annotated[ProductListQuery, Query()]
-) -> Page[ProductRead]:
+) -> Response:
     """Products, newest first unless `sort` says otherwise, one keyset page at a time."""
-    products, next_cursor = await service.list_products(session, query)
-    return Page[ProductRead](
-        items=[ProductRead.model_validate(product) for product in products],
-        next_cursor=next_cursor,
-    )
+    page = await service.list_products(session, query)
+    return page.to_response()
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=ProductRead,
     responses=problem_responses(ConflictError),
 )
-async def create_product(
-    data: ProductCreate, session: SessionDep, request: Request, response: Response
-) -> ProductRead:
+async def create_product(data: ProductCreate, session: SessionDep, request: Request) -> Response:
     """Create a product. A SKU already in use (in any case) is a 409."""
     product = await service.create_product(session, data)
-    response.headers["Location"] = request.app.url_path_for("get_product", product_id=product.id)
-    return _versioned(response, product)
+    location = request.app.url_path_for("get_product", product_id=product.id)
+    return _versioned(product, status.HTTP_201_CREATED, {"Location": location})
 
 
 @router.get(
     "/{product_id}",
+    response_model=ProductRead,
     responses={
         **problem_responses(NotFoundError),
-        status.HTTP_304_NOT_MODIFIED: {"description": "The client's copy (If-None-Match) is current."},
+        status.HTTP_304_NOT_MODIFIED: {
+            "description": "The client's copy (If-None-Match) is current."
+        },
     },
 )
 async def get_product(
-    product_id: ProductId,
-    session: ReadSessionDep,
-    response: Response,
-    if_none_match: IfNoneMatchHeader = None,
-) -> ProductRead:
+    product_id: ProductId, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
+) -> Response:
     product = await service.get_product(session, product_id)
     if is_not_modified(if_none_match, product.version):
-        return Response(  # type: ignore[return-value]  # 304 carries no body to validate
-            status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(product.version)}
-        )
-    return _versioned(response, product)
+        return not_modified_response(product.version)
+    return versioned_response(product, product.version)
 
 
 @router.patch(
     "/{product_id}",
+    response_model=ProductRead,
     responses=problem_responses(NotFoundError, ConflictError, PreconditionFailedError),
 )
 async def update_product(
     product_id: ProductId,
     data: ProductUpdate,
     session: SessionDep,
-    response: Response,
     if_match: IfMatchHeader = None,
-) -> ProductRead:
+) -> Response:
     """Change the fields sent. With `If-Match`, a stale ETag is a 412 and nothing changes."""
     product = await service.update_product(session, product_id, data, if_match)
-    return _versioned(response, product)
+    return _versioned(product)
 
 
 @router.delete(
@@ -102,12 +113,13 @@ async def delete_product(
 
 @router.post(
     "/{product_id}/stock-adjustments",
+    response_model=ProductRead,
     responses=problem_responses(NotFoundError, ConflictError),
 )
 async def adjust_stock(
-    product_id: ProductId, data: StockAdjustment, session: SessionDep, response: Response
-) -> ProductRead:
+    product_id: ProductId, data: StockAdjustment, session: SessionDep
+) -> Response:
     """Add or remove stock atomically. Removing more than is in stock is a 409, also when
     many requests race for the last units."""
     product = await service.adjust_stock(session, product_id, data.delta)
-    return _versioned(response, product)
+    return _versioned(product)

@@ -148,6 +148,10 @@ class ProductListQuery(BaseModel):
 
     @model_validator(mode="after")
     def _price_range(self) -> Self:
-        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+        if (
+            self.min_price is not None
+            and self.max_price is not None
+            and self.min_price > self.max_price
+        ):
             raise ValueError("min_price must not exceed max_price")
         return self

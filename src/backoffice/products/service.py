@@ -8,12 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.core.conditional import check_if_match
 from backoffice.core.errors import ConflictError, NotFoundError
-from backoffice.core.pagination import KeysetOrder
+from backoffice.core.pagination import KeysetOrder, Page
 from backoffice.products.models import Product
 from backoffice.products.repository import ProductRepository
 from backoffice.products.schemas import (
     ProductCreate,
     ProductListQuery,
+    ProductRead,
     ProductSort,
     ProductUpdate,
 )
@@ -54,19 +55,29 @@ def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
     return conditions
 
 
-async def get_product(session: AsyncSession, product_id: int) -> Product:
+async def get_product(session: AsyncSession, product_id: int) -> ProductRead:
+    row = await ProductRepository(session).get_row_by_id(product_id)
+    if row is None:
+        raise _not_found(product_id)
+    return ProductRead.model_validate(row)
+
+
+async def _load_product(session: AsyncSession, product_id: int) -> Product:
     product = await ProductRepository(session).get_by_id(product_id)
     if product is None:
         raise _not_found(product_id)
     return product
 
 
-async def list_products(
-    session: AsyncSession, query: ProductListQuery
-) -> tuple[list[Product], str | None]:
+async def list_products(session: AsyncSession, query: ProductListQuery) -> Page[ProductRead]:
     repository = ProductRepository(session)
-    statement: Select[Any] = repository.get_base_statement().where(*_filters(query))
-    return await repository.paginate(statement, SORT_ORDERS[query.sort], query.cursor, query.limit)
+    statement: Select[Any] = repository.get_rows_statement().where(*_filters(query))
+    rows, cursor = await repository.paginate(
+        statement, SORT_ORDERS[query.sort], query.cursor, query.limit
+    )
+    return Page[ProductRead](
+        items=[ProductRead.model_validate(row) for row in rows], next_cursor=cursor
+    )
 
 
 async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
@@ -78,7 +89,7 @@ async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
 async def update_product(
     session: AsyncSession, product_id: int, data: ProductUpdate, if_match: str | None
 ) -> Product:
-    product = await get_product(session, product_id)
+    product = await _load_product(session, product_id)
     check_if_match(if_match, product.version)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
@@ -89,7 +100,7 @@ async def update_product(
 
 
 async def delete_product(session: AsyncSession, product_id: int, if_match: str | None) -> None:
-    product = await get_product(session, product_id)
+    product = await _load_product(session, product_id)
     check_if_match(if_match, product.version)
     await ProductRepository(session).delete(product)
     log.info("product.deleted", product_id=product_id)
