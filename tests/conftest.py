@@ -90,7 +90,7 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(_env_file=None, environment=Environment.TEST, database_url=database_url)  # type: ignore[call-arg]
+    return Settings(_env_file=None, environment=Environment.TEST, database_url=database_url)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def production(**overrides: object) -> Settings:
 
 
 def test_development_defaults_need_no_configuration() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
 
     assert settings.environment is Environment.DEVELOPMENT
     assert settings.database_url is None

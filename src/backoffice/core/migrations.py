@@ -214,8 +214,8 @@ def _pending(
                 "`atlas migrate set` or delete its revision row"
             )
     for file in files:
-        revision = applied.get(file.version)
-        if revision is not None and revision.hash != hashes[file.name]:
+        applied_file = applied.get(file.version)
+        if applied_file is not None and applied_file.hash != hashes[file.name]:
             raise MigrationError(f"{file.name} changed after it was applied (hash mismatch)")
     pending = [file for file in files if file.version not in applied]
     last_applied = max(applied, default="")

@@ -3,6 +3,7 @@
 import importlib
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import Column, DateTime, Identity, Integer, MetaData, func, text
 from sqlmodel import Field, SQLModel
@@ -18,34 +19,30 @@ SQLModel.metadata.naming_convention = {
 metadata = SQLModel.metadata
 
 
+# SQLModel's Field() is typed Any; each helper's return type is the field's Python type, which
+# is what a model's annotation declares, so the casts only restate it.
+
+
 def id_field() -> int | None:
-    return Field(
-        default=None,
-        sa_column=Column(Integer, Identity(always=False), primary_key=True),
-    )
+    field = Field(default=None, sa_column=Column(Integer, Identity(always=False), primary_key=True))
+    return cast("int | None", field)
 
 
 def created_at_field() -> datetime:
-    return Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
+    column = Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    return cast("datetime", Field(default=None, sa_column=column))
 
 
 def updated_at_field() -> datetime:
-    return Field(
-        default=None,
-        sa_column=Column(
-            DateTime(timezone=True),
-            nullable=False,
-            server_default=func.now(),
-            onupdate=func.now(),
-        ),
+    column = Column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
+    return cast("datetime", Field(default=None, sa_column=column))
 
 
 def version_field() -> int:
-    return Field(default=1, sa_column=Column(Integer, nullable=False, server_default=text("1")))
+    column = Column(Integer, nullable=False, server_default=text("1"))
+    return cast("int", Field(default=1, sa_column=column))
 
 
 def import_all_models() -> MetaData:

@@ -135,4 +135,4 @@ def next_cursor(rows: Sequence[Mapping[str, Any]], order: KeysetOrder, limit: in
     if len(rows) <= limit:
         return None
     last = rows[limit - 1]
-    return encode_cursor(order, [last[column.key] for column in order.columns])
+    return encode_cursor(order, [last[str(column.key)] for column in order.columns])

@@ -66,7 +66,8 @@ class BaseRepository[M: SQLModel]:
         """The row as a plain mapping, for read-only responses: no ORM instance, no identity
         map, one round trip. Writes load the entity with `get_by_id` instead."""
         result = await self.session.execute(self._row_by_id, {"entity_id": entity_id})
-        return result.mappings().one_or_none()
+        row: RowMapping | None = result.mappings().one_or_none()
+        return row
 
     def get_base_statement(self) -> Select[tuple[M]]:
         return select(self.model)
@@ -75,9 +76,10 @@ class BaseRepository[M: SQLModel]:
         entity: M | None = await self.session.get(self.model, entity_id, options=options)
         return entity
 
-    async def get_one_or_none(self, statement: Select[tuple[M]]) -> M | None:
+    async def get_one_or_none(self, statement: Select[Any]) -> M | None:
         result = await self.session.execute(statement)
-        return result.scalars().one_or_none()
+        entity: M | None = result.scalars().one_or_none()
+        return entity
 
     async def create(self, entity: M) -> M:
         self.session.add(entity)

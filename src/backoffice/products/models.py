@@ -25,7 +25,7 @@ DESCRIPTION_MAX_LENGTH = 5000
 
 
 class Product(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "products"  # type: ignore[misc]  # SQLModel declares it as a declared_attr
+    __tablename__: ClassVar[str] = "products"
 
     id: int | None = id_field()
     sku: str = Field(sa_column=Column(String(SKU_MAX_LENGTH), nullable=False))
@@ -54,6 +54,7 @@ class Product(SQLModel, table=True):
     )
 
     @declared_attr.directive
-    def __mapper_args__(self) -> dict[str, Any]:
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
         # Optimistic locking: every UPDATE carries `WHERE version = :old` and bumps it.
-        return {"version_id_col": self.__table__.c.version, "eager_defaults": True}
+        table = cls.__table__  # type: ignore[attr-defined]  # set by the metaclass before mapping
+        return {"version_id_col": table.c.version, "eager_defaults": True}
