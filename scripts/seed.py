@@ -1,0 +1,65 @@
+"""Seed demo data, idempotently: running it twice leaves the same rows.
+
+    uv run python scripts/seed.py [--products 50]
+
+Uses DATABASE_URL, else the embedded PostgreSQL (started and migrated first).
+"""
+
+import argparse
+import asyncio
+
+import asyncpg
+
+from backoffice.core.config import get_settings
+from backoffice.core.database import libpq_url, resolve_database_url
+from backoffice.core.migrations import apply_migrations
+
+_CATEGORIES = ("Keyboard", "Mouse", "Monitor", "Headset", "Webcam", "Dock", "Cable", "Lamp")
+
+
+async def seed_products(url: str, count: int) -> int:
+    """Insert `count` demo products (DEMO-00001...), skipping SKUs that exist; return how many
+    were new."""
+    rows = [
+        (
+            f"DEMO-{number:05d}",
+            f"{_CATEGORIES[number % len(_CATEGORIES)]} model {number}",
+            f"{(number * 7.31) % 500 + 4.99:.2f}",
+            (number * 13) % 250,
+        )
+        for number in range(1, count + 1)
+    ]
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        result = await connection.fetchval(
+            """
+            WITH inserted AS (
+                INSERT INTO products (sku, name, price, stock_quantity)
+                SELECT sku, name, price::numeric, stock
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+                    AS t(sku, name, price, stock)
+                ON CONFLICT ((lower((sku)::text))) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM inserted
+            """,
+            *(list(column) for column in zip(*rows, strict=True)),
+        )
+    finally:
+        await connection.close()
+    return int(result)
+
+
+async def main(products: int) -> None:
+    settings = get_settings()
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    if settings.database_url is None:
+        await apply_migrations(url, settings.migrations_dir)
+    added = await seed_products(url, products)
+    print(f"products: {added} added, {products - added} already there")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=50, help="demo products to ensure")
+    asyncio.run(main(parser.parse_args().products))
