@@ -1,4 +1,5 @@
-"""Seed demo data, idempotently: running it twice leaves the same rows.
+"""Seed the default roles, the first superuser and demo products, idempotently: running it
+twice leaves the same rows.
 
     uv run python scripts/seed.py [--products 50]
 
@@ -10,8 +11,9 @@ import asyncio
 
 import asyncpg
 
+from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import get_settings
-from backoffice.core.database import libpq_url, resolve_database_url
+from backoffice.core.database import Database, libpq_url, resolve_database_url
 from backoffice.core.migrations import apply_migrations
 
 _CATEGORIES = ("Keyboard", "Mouse", "Monitor", "Headset", "Webcam", "Dock", "Cable", "Lamp")
@@ -55,6 +57,17 @@ async def main(products: int) -> None:
     url = await asyncio.to_thread(resolve_database_url, settings)
     if settings.database_url is None:
         await apply_migrations(url, settings.migrations_dir)
+    database = Database.connect(url, settings)
+    try:
+        async with database.sessions.begin() as session:
+            created = await ensure_defaults(session, settings)
+    finally:
+        await database.dispose()
+    print(
+        f"roles and superuser: created {', '.join(created)}"
+        if created
+        else "roles and superuser: up to date"
+    )
     added = await seed_products(url, products)
     print(f"products: {added} added, {products - added} already there")
 

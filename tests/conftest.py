@@ -7,7 +7,9 @@ The schema is built by applying `migrations/`, so the migrations are what the te
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import lru_cache
+from itertools import count
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +26,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backoffice.auth.bootstrap import DEFAULT_ROLES
+from backoffice.auth.models import Role, User, UserRole
+from backoffice.auth.repository import RoleRepository
+from backoffice.auth.schemas import TokenPair
+from backoffice.auth.service import start_session
+from backoffice.auth.tokens import hash_password
 from backoffice.core.config import PROJECT_ROOT, Environment, Settings
 from backoffice.core.database import Database, libpq_url, sqlalchemy_url, start_embedded_postgres
 from backoffice.core.main import create_app
@@ -126,21 +134,97 @@ async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterat
 
 @pytest.fixture
 def app(
-    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    engine: AsyncEngine,
+    connection: AsyncConnection,
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> FastAPI:
     app = create_app(settings)
-    app.state.database = Database(engine=engine, sessions=sessionmaker, read_sessions=sessionmaker)
+    # Read sessions (autocommit in production) must not open savepoints of their own: one
+    # that outlives a write session in the same request would roll the write back on close.
+    read_sessions = async_sessionmaker(
+        bind=connection, join_transaction_mode="rollback_only", expire_on_commit=False
+    )
+    app.state.database = Database(engine=engine, sessions=sessionmaker, read_sessions=read_sessions)
     return app
 
 
-def _client(app: FastAPI) -> AsyncClient:
+def _client(app: FastAPI, token: str | None = None) -> AsyncClient:
     transport = ASGITransport(app=app, raise_app_exceptions=False)
-    return AsyncClient(transport=transport, base_url="http://testserver")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
+
+
+TEST_PASSWORD = "correct horse battery staple"  # test users' password
+_user_numbers = count(1)
+
+
+@lru_cache
+def _test_password_hash() -> str:
+    # Hashed once: argon2 is slow by design, and most tests only need some user.
+    return hash_password(TEST_PASSWORD)
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str | None = None,
+    roles: Sequence[str] = (),
+    is_superuser: bool = False,
+    is_active: bool = True,
+) -> User:
+    """A stored user whose password is TEST_PASSWORD, with the named roles (created if
+    missing, with the default roles' grants)."""
+    user = User(
+        email=email or f"user{next(_user_numbers)}@example.com",
+        full_name="Test User",
+        hashed_password=_test_password_hash(),
+        is_superuser=is_superuser,
+        is_active=is_active,
+    )
+    session.add(user)
+    await session.flush()
+    for name in roles:
+        role = await RoleRepository(session).get_by_name(name)
+        if role is None:
+            description, grants = DEFAULT_ROLES[name]
+            role = Role(name=name, description=description)
+            session.add(role)
+            await session.flush()
+            assert role.id is not None
+            await RoleRepository(session).replace_grants(
+                role.id, {str(m): [str(a) for a in actions] for m, actions in grants.items()}
+            )
+        session.add(UserRole(user_id=user.id, role_id=role.id))  # type: ignore[arg-type]
+    await session.commit()
+    return user
+
+
+async def tokens_for(session: AsyncSession, settings: Settings, user: User) -> TokenPair:
+    """A real session for `user`, as a login would start it, without the password round."""
+    pair = await start_session(session, settings, user)
+    await session.commit()
+    return pair
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+async def superuser(session: AsyncSession) -> User:
+    return await create_user(session, email="root@example.com", is_superuser=True)
+
+
+@pytest.fixture
+async def anonymous_client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     async with _client(app) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(
+    app: FastAPI, session: AsyncSession, settings: Settings, superuser: User
+) -> AsyncIterator[AsyncClient]:
+    """A client signed in as a superuser: for tests about a slice's behaviour, not its RBAC."""
+    pair = await tokens_for(session, settings, superuser)
+    async with _client(app, pair.access_token) as client:
         yield client
 
 
@@ -152,7 +236,10 @@ async def committed_client(settings: Settings, database_url: str) -> AsyncIterat
     database = Database.connect(database_url, settings)
     app.state.database = database
     try:
-        async with _client(app) as client:
+        async with database.sessions() as session:
+            user = await create_user(session, email="committed@example.com", is_superuser=True)
+            pair = await tokens_for(session, settings, user)
+        async with _client(app, pair.access_token) as client:
             yield client
     finally:
         async with database.engine.begin() as connection:

@@ -10,11 +10,22 @@ import os
 
 import uvicorn
 
+from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import get_settings
-from backoffice.core.database import resolve_database_url
+from backoffice.core.database import Database, resolve_database_url
 from backoffice.core.migrations import apply_migrations
 
 APP = "backoffice.core.main:create_app"
+
+
+async def _bootstrap(url: str) -> list[str]:
+    settings = get_settings()
+    database = Database.connect(url, settings)
+    try:
+        async with database.sessions.begin() as session:
+            return await ensure_defaults(session, settings)
+    finally:
+        await database.dispose()
 
 
 def _prepare_database(*, migrate: bool) -> str:
@@ -23,6 +34,11 @@ def _prepare_database(*, migrate: bool) -> str:
     if migrate:
         applied = asyncio.run(apply_migrations(url, settings.migrations_dir))
         print(f"migrations applied: {applied or 'none pending'}")
+    if settings.database_url is None:
+        # The embedded database is the developer's: give it the default roles and the first
+        # superuser so the quick start's login works.
+        created = asyncio.run(_bootstrap(url))
+        print(f"bootstrap: created {', '.join(created)}" if created else "bootstrap: up to date")
     # Workers are separate processes: they get the URL instead of each resolving it again.
     os.environ["DATABASE_URL"] = url
     return url

@@ -1,7 +1,12 @@
 import pytest
 from pydantic import ValidationError
 
-from backoffice.core.config import EXAMPLE_SECRET_KEY, Environment, Settings
+from backoffice.core.config import (
+    EXAMPLE_SECRET_KEY,
+    EXAMPLE_SUPERUSER_PASSWORD,
+    Environment,
+    Settings,
+)
 
 PRODUCTION_URL = "postgresql://app:pw@db/backoffice"
 
@@ -11,6 +16,7 @@ def production(**overrides: object) -> Settings:
         "environment": Environment.PRODUCTION,
         "secret_key": "s" * 48,
         "database_url": PRODUCTION_URL,
+        "first_superuser_password": "a real admin password",
     }
     return Settings(_env_file=None, **(values | overrides))  # type: ignore[arg-type]
 
@@ -33,6 +39,7 @@ def test_production_accepts_a_real_configuration() -> None:
         ({"secret_key": EXAMPLE_SECRET_KEY}, "example"),
         ({"secret_key": "short"}, "32 bytes"),
         ({"database_url": None}, "DATABASE_URL"),
+        ({"first_superuser_password": EXAMPLE_SUPERUSER_PASSWORD}, "FIRST_SUPERUSER_PASSWORD"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:

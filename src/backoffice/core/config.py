@@ -13,6 +13,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # Shown in .env.example so a fresh clone runs; production refuses to start with it.
 EXAMPLE_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef0123456789"  # noqa: S105  # public on purpose
 MIN_SECRET_KEY_BYTES = 32
+EXAMPLE_SUPERUSER_EMAIL = "admin@example.com"
+EXAMPLE_SUPERUSER_PASSWORD = "change-me-admin-password"  # noqa: S105  # dev default, refused in production
 
 
 class Environment(StrEnum):
@@ -44,8 +46,23 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
     migrations_dir: Path = PROJECT_ROOT / "migrations"
 
-    # Secrets
+    # Secrets and tokens
     secret_key: SecretStr = SecretStr(EXAMPLE_SECRET_KEY)
+    jwt_issuer: str = "backoffice-api"
+    jwt_audience: str = "backoffice-api"
+    access_token_ttl_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+    refresh_token_ttl_days: Annotated[int, Field(ge=1, le=365)] = 30
+
+    # Brute force: lock an account after repeated failures; limit login attempts per client IP
+    login_max_failures: Annotated[int, Field(ge=1)] = 5
+    login_lockout_minutes: Annotated[int, Field(ge=1)] = 15
+    login_rate_limit: Annotated[str, Field(pattern=r"^\d+\s*(/|per)\s*\d*\s*[a-z]+$")] = "10/minute"
+    # e.g. redis://localhost:6379/0: share the limit between workers and hosts (memory if unset)
+    rate_limit_storage_url: str | None = None
+
+    # The first superuser, created by `task seed` and the first start of the embedded database
+    first_superuser_email: str = EXAMPLE_SUPERUSER_EMAIL
+    first_superuser_password: SecretStr = SecretStr(EXAMPLE_SUPERUSER_PASSWORD)
 
     @property
     def is_production(self) -> bool:
@@ -62,6 +79,10 @@ class Settings(BaseSettings):
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes")
         if self.database_url is None:
             raise ValueError("DATABASE_URL must be set in production")
+        if self.first_superuser_password.get_secret_value() == EXAMPLE_SUPERUSER_PASSWORD:
+            raise ValueError(
+                "FIRST_SUPERUSER_PASSWORD is the example value; set a real one in production"
+            )
         return self
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from backoffice.core.config import Settings
+from backoffice.core.errors import DomainError
 
 EMBEDDED_DATABASE_NAME = "backoffice"
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -114,7 +115,7 @@ class Database:
         await self.engine.dispose()
 
 
-def _database(request: Request) -> Database:
+def database_of(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
@@ -122,9 +123,12 @@ def _database(request: Request) -> Database:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the route succeeds, rolled back otherwise.
     Services and repositories only flush."""
-    async with _database(request).sessions() as session:
+    async with database_of(request).sessions() as session:
         try:
             yield session
+        except DomainError as exc:
+            await (session.commit() if exc.keeps_changes else session.rollback())
+            raise
         except BaseException:
             await session.rollback()
             raise
@@ -133,7 +137,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for routes that only read, with no explicit transaction."""
-    async with _database(request).read_sessions() as session:
+    async with database_of(request).read_sessions() as session:
         yield session
 
 

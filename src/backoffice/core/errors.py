@@ -47,6 +47,9 @@ class DomainError(Exception):
     status_code: ClassVar[int] = HTTPStatus.BAD_REQUEST
     title: ClassVar[str] = "Bad Request"
     slug: ClassVar[str] = "bad-request"
+    # True for refusals that must still record something (a failed login counts towards the
+    # lockout; a replayed refresh token revokes its family): the request's transaction commits.
+    keeps_changes: ClassVar[bool] = False
     headers: Mapping[str, str] = {}
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
@@ -78,6 +81,12 @@ class InvalidInputError(DomainError):
     status_code = HTTPStatus.UNPROCESSABLE_ENTITY
     title = "Unprocessable Content"
     slug = "invalid-input"
+
+
+class ForbiddenError(DomainError):
+    status_code = HTTPStatus.FORBIDDEN
+    title = "Forbidden"
+    slug = "forbidden"
 
 
 class ServiceUnavailableError(DomainError):

@@ -17,9 +17,25 @@ _REQUEST_ID_HEADER_BYTES: Final = REQUEST_ID_HEADER.lower().encode()
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+_SECRET_KEY_PARTS = ("password", "token", "secret", "authorization", "cookie")
+REDACTED: Final = "***"
+
+
+def redact_secrets(
+    _logger: object, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Mask any value whose key names a secret, whoever logs it: a password or token must
+    never reach a log line."""
+    for key in event_dict:
+        if any(part in key.lower() for part in _SECRET_KEY_PARTS):
+            event_dict[key] = REDACTED
+    return event_dict
+
+
 def configure_logging(settings: Settings) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        redact_secrets,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -1,8 +1,12 @@
 """The application factory: it mounts routers, middleware and error handlers, nothing else."""
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from backoffice.auth.dependencies import get_current_principal
+from backoffice.auth.roles_router import router as roles_router
+from backoffice.auth.router import router as auth_router
+from backoffice.auth.users_router import router as users_router
 from backoffice.core import health
 from backoffice.core.config import Settings, get_settings
 from backoffice.core.database import lifespan
@@ -25,8 +29,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    api = APIRouter(prefix=API_PREFIX)
+    # Login and refresh are the only routes a caller reaches without a token.
+    public_api = APIRouter(prefix=API_PREFIX)
+    public_api.include_router(auth_router)
+    # Authenticated by default: a route someone forgets to guard still needs a valid token.
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(get_current_principal)])
+    api.include_router(users_router)
+    api.include_router(roles_router)
     api.include_router(products_router)
+    app.include_router(public_api)
     app.include_router(api)
     app.include_router(health.router)
 

@@ -1,7 +1,10 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from backoffice.auth.dependencies import PermissionChecker
+from backoffice.auth.permissions import Action, Module
+from backoffice.auth.service import Principal
 from backoffice.core.conditional import (
     IfMatchHeader,
     IfNoneMatchHeader,
@@ -30,6 +33,10 @@ from backoffice.products.schemas import (
 router = APIRouter(prefix="/products", tags=["products"])
 
 ProductId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Product id")]
+ProductsRead = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.READ))]
+ProductsCreate = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.CREATE))]
+ProductsUpdate = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.UPDATE))]
+ProductsDelete = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.DELETE))]
 
 
 def _versioned(
@@ -45,7 +52,7 @@ def _versioned(
 
 @router.get("", response_model=Page[ProductRead], responses=problem_responses(InvalidCursorError))
 async def list_products(
-    session: ReadSessionDep, query: Annotated[ProductListQuery, Query()]
+    _: ProductsRead, session: ReadSessionDep, query: Annotated[ProductListQuery, Query()]
 ) -> Response:
     """Products, newest first unless `sort` says otherwise, one keyset page at a time."""
     page = await service.list_products(session, query)
@@ -58,7 +65,9 @@ async def list_products(
     response_model=ProductRead,
     responses=problem_responses(ConflictError),
 )
-async def create_product(data: ProductCreate, session: SessionDep, request: Request) -> Response:
+async def create_product(
+    data: ProductCreate, _: ProductsCreate, session: SessionDep, request: Request
+) -> Response:
     """Create a product. A SKU already in use (in any case) is a 409."""
     product = await service.create_product(session, data)
     location = request.app.url_path_for("get_product", product_id=product.id)
@@ -76,7 +85,10 @@ async def create_product(data: ProductCreate, session: SessionDep, request: Requ
     },
 )
 async def get_product(
-    product_id: ProductId, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
+    product_id: ProductId,
+    _: ProductsRead,
+    session: ReadSessionDep,
+    if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     product = await service.get_product(session, product_id)
     if is_not_modified(if_none_match, product.version):
@@ -92,6 +104,7 @@ async def get_product(
 async def update_product(
     product_id: ProductId,
     data: ProductUpdate,
+    _: ProductsUpdate,
     session: SessionDep,
     if_match: IfMatchHeader = None,
 ) -> Response:
@@ -106,7 +119,7 @@ async def update_product(
     responses=problem_responses(NotFoundError, PreconditionFailedError),
 )
 async def delete_product(
-    product_id: ProductId, session: SessionDep, if_match: IfMatchHeader = None
+    product_id: ProductId, _: ProductsDelete, session: SessionDep, if_match: IfMatchHeader = None
 ) -> None:
     await service.delete_product(session, product_id, if_match)
 

@@ -1,0 +1,278 @@
+"""User and role administration, with the rule that nobody can raise their own privileges:
+only a superuser grants superuser, and anyone else can only hand out (in roles, or roles to
+users) permissions they hold themselves."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, Select, func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backoffice.auth.models import Role, User
+from backoffice.auth.permissions import Module, Permission, effective_permissions
+from backoffice.auth.repository import RoleRepository, UserRepository
+from backoffice.auth.schemas import (
+    GrantRead,
+    PermissionsRead,
+    RoleCreate,
+    RoleListQuery,
+    RoleRead,
+    RoleSort,
+    RoleUpdate,
+    UserCreate,
+    UserListQuery,
+    UserRead,
+    UserSort,
+    UserUpdate,
+)
+from backoffice.auth.service import Principal, revoke_all_sessions
+from backoffice.auth.tokens import hash_password
+from backoffice.core.conditional import check_if_match
+from backoffice.core.errors import ForbiddenError, InvalidInputError, NotFoundError
+from backoffice.core.pagination import KeysetOrder, Page
+
+log = structlog.get_logger(__name__)
+
+USER_ORDERS = {
+    sort: KeysetOrder(
+        sort.value,
+        User.created_at,  # type: ignore[arg-type]
+        User.id,  # type: ignore[arg-type]
+        descending=sort is UserSort.CREATED_AT_DESC,
+    )
+    for sort in UserSort
+}
+ROLE_ORDERS = {
+    sort: KeysetOrder(
+        sort.value,
+        Role.name,  # type: ignore[arg-type]
+        Role.id,  # type: ignore[arg-type]
+        descending=sort is RoleSort.NAME_DESC,
+    )
+    for sort in RoleSort
+}
+
+
+def _grant_permissions(grants: Iterable[tuple[str, Iterable[str]]]) -> frozenset[Permission]:
+    return effective_permissions(
+        ((Module(module), actions) for module, actions in grants),  # type: ignore[misc]
+        is_superuser=False,
+    )
+
+
+def _ensure_can_hand_out(actor: Principal, permissions: frozenset[Permission]) -> None:
+    missing = permissions - actor.permissions
+    if actor.is_superuser or not missing:
+        return
+    names = ", ".join(sorted(str(permission) for permission in missing))
+    raise ForbiddenError(f"You cannot hand out permissions you do not hold: {names}.")
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+async def _load_user(session: AsyncSession, user_id: int) -> User:
+    user = await UserRepository(session).get_by_id(user_id)
+    if user is None:
+        raise NotFoundError(f"User {user_id} does not exist.")
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    return await _load_user(session, user_id)
+
+
+async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRead]:
+    repository = UserRepository(session)
+    conditions: list[ColumnElement[bool]] = []
+    if query.q is not None:
+        pattern = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions.append(or_(User.email.ilike(pattern), User.full_name.ilike(pattern)))  # type: ignore[attr-defined]
+    if query.is_active is not None:
+        conditions.append(User.is_active == query.is_active)  # type: ignore[arg-type]
+    statement: Select[Any] = repository.get_rows_statement().where(*conditions)
+    rows, cursor = await repository.paginate(
+        statement, USER_ORDERS[query.sort], query.cursor, query.limit
+    )
+    return Page[UserRead](items=[UserRead.model_validate(row) for row in rows], next_cursor=cursor)
+
+
+async def create_user(session: AsyncSession, data: UserCreate) -> User:
+    user = await UserRepository(session).create(
+        User(
+            email=data.email, full_name=data.full_name, hashed_password=hash_password(data.password)
+        )
+    )
+    log.info("user.created", user_id=user.id)
+    return user
+
+
+async def update_user(
+    session: AsyncSession, actor: Principal, user_id: int, data: UserUpdate, if_match: str | None
+) -> User:
+    user = await _load_user(session, user_id)
+    check_if_match(if_match, user.version)
+    changes = data.model_dump(exclude_unset=True)
+    privileged = {"is_active", "is_superuser"} & changes.keys()
+    if privileged and user_id == actor.id:
+        raise ForbiddenError("You cannot change your own active or superuser status.")
+    if ("is_superuser" in changes or user.is_superuser) and not actor.is_superuser:
+        raise ForbiddenError("Only a superuser can change a superuser or grant superuser.")
+    if not changes:
+        return user
+    user = await UserRepository(session).update(user, changes)
+    if changes.get("is_active") is False:
+        await revoke_all_sessions(session, user)
+    log.info("user.updated", user_id=user_id, fields=sorted(changes))
+    return user
+
+
+async def update_me(session: AsyncSession, actor: Principal, full_name: str) -> User:
+    user = await _load_user(session, actor.id)
+    return await UserRepository(session).update(user, {"full_name": full_name})
+
+
+async def delete_user(
+    session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
+) -> None:
+    user = await _load_user(session, user_id)
+    check_if_match(if_match, user.version)
+    if user_id == actor.id:
+        raise ForbiddenError("You cannot delete your own account.")
+    if user.is_superuser and not actor.is_superuser:
+        raise ForbiddenError("Only a superuser can delete a superuser.")
+    await UserRepository(session).delete(user)
+    log.info("user.deleted", user_id=user_id)
+
+
+async def set_user_roles(
+    session: AsyncSession, actor: Principal, user_id: int, role_ids: list[int]
+) -> list[RoleRead]:
+    user = await _load_user(session, user_id)
+    if user_id == actor.id and not actor.is_superuser:
+        raise ForbiddenError("You cannot change your own roles.")
+    if user.is_superuser and not actor.is_superuser:
+        raise ForbiddenError("Only a superuser can change a superuser's roles.")
+    roles = RoleRepository(session)
+    missing = sorted(set(role_ids) - await roles.existing_ids(role_ids))
+    if missing:
+        raise InvalidInputError(f"role_ids: no role with id {', '.join(map(str, missing))}.")
+    users = UserRepository(session)
+    previous = await users.role_ids_of(user_id)
+    grants = await roles.grants(sorted(set(role_ids) | set(previous)))
+    # Adding or removing a role both require holding what it grants.
+    changed = set(role_ids) ^ set(previous)
+    _ensure_can_hand_out(
+        actor, _grant_permissions(grant for rid in changed for grant in grants[rid])
+    )
+    await users.set_roles(user_id, role_ids)
+    log.info("user.roles_set", user_id=user_id, role_ids=sorted(role_ids))
+    return [await get_role(session, rid) for rid in sorted(role_ids)]
+
+
+async def user_permissions(session: AsyncSession, user_id: int) -> PermissionsRead:
+    user = await _load_user(session, user_id)
+    grants = await UserRepository(session).grants_of(user_id)
+    permissions = effective_permissions(
+        ((Module(module), actions) for module, actions in grants),  # type: ignore[misc]
+        is_superuser=user.is_superuser,
+    )
+    return PermissionsRead(
+        user_id=user_id,
+        is_superuser=user.is_superuser,
+        permissions=sorted(str(permission) for permission in permissions),
+    )
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def _role_read(role: Role, grants: list[tuple[str, list[str]]]) -> RoleRead:
+    return RoleRead.model_validate(
+        {
+            **role.model_dump(),
+            "grants": [GrantRead.model_validate({"module": m, "actions": a}) for m, a in grants],
+        }
+    )
+
+
+async def _load_role(session: AsyncSession, role_id: int) -> Role:
+    role = await RoleRepository(session).get_by_id(role_id)
+    if role is None:
+        raise NotFoundError(f"Role {role_id} does not exist.")
+    return role
+
+
+async def get_role(session: AsyncSession, role_id: int) -> RoleRead:
+    role = await _load_role(session, role_id)
+    grants = await RoleRepository(session).grants([role_id])
+    return _role_read(role, grants[role_id])
+
+
+async def list_roles(session: AsyncSession, query: RoleListQuery) -> Page[RoleRead]:
+    repository = RoleRepository(session)
+    rows, cursor = await repository.paginate(
+        repository.get_rows_statement(), ROLE_ORDERS[query.sort], query.cursor, query.limit
+    )
+    grants = await repository.grants([row["id"] for row in rows])
+    items = [
+        RoleRead.model_validate(
+            {
+                **row,
+                "grants": [{"module": m, "actions": a} for m, a in grants[row["id"]]],
+            }
+        )
+        for row in rows
+    ]
+    return Page[RoleRead](items=items, next_cursor=cursor)
+
+
+def _grants_of(data: RoleCreate | RoleUpdate) -> dict[str, list[str]]:
+    return {
+        str(grant.module): sorted(str(action) for action in grant.actions)
+        for grant in data.grants or []
+    }
+
+
+async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate) -> RoleRead:
+    grants = _grants_of(data)
+    _ensure_can_hand_out(actor, _grant_permissions(grants.items()))
+    repository = RoleRepository(session)
+    role = await repository.create(Role(name=data.name, description=data.description))
+    assert role.id is not None  # noqa: S101  # flushed by create
+    await repository.replace_grants(role.id, grants)
+    log.info("role.created", role_id=role.id)
+    return await get_role(session, role.id)
+
+
+async def update_role(
+    session: AsyncSession, actor: Principal, role_id: int, data: RoleUpdate, if_match: str | None
+) -> RoleRead:
+    role = await _load_role(session, role_id)
+    check_if_match(if_match, role.version)
+    repository = RoleRepository(session)
+    current = (await repository.grants([role_id]))[role_id]
+    _ensure_can_hand_out(actor, _grant_permissions(current))
+    changes = data.model_dump(exclude_unset=True, exclude={"grants"})
+    if data.grants is not None:
+        new_grants = _grants_of(data)
+        _ensure_can_hand_out(actor, _grant_permissions(new_grants.items()))
+        await repository.replace_grants(role_id, new_grants)
+        changes["updated_at"] = func.now()  # grants live in their own table: bump the role
+    if changes:
+        await repository.update(role, changes)
+        await session.refresh(role)
+    log.info("role.updated", role_id=role_id, fields=sorted(data.model_fields_set))
+    return await get_role(session, role_id)
+
+
+async def delete_role(
+    session: AsyncSession, actor: Principal, role_id: int, if_match: str | None
+) -> None:
+    role = await _load_role(session, role_id)
+    check_if_match(if_match, role.version)
+    grants = (await RoleRepository(session).grants([role_id]))[role_id]
+    _ensure_can_hand_out(actor, _grant_permissions(grants))
+    await RoleRepository(session).delete(role)
+    log.info("role.deleted", role_id=role_id)

@@ -1,0 +1,45 @@
+from http import HTTPStatus
+
+from backoffice.core.errors import DomainError
+
+_BEARER = {"WWW-Authenticate": "Bearer"}
+_INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class AuthenticationError(DomainError):
+    """401. The detail is deliberately the same for every cause a client must not learn."""
+
+    status_code = HTTPStatus.UNAUTHORIZED
+    title = "Unauthorized"
+    slug = "unauthorized"
+    headers = _BEARER
+
+
+class InvalidCredentialsError(AuthenticationError):
+    slug = "invalid-credentials"
+    keeps_changes = True  # the failure counts towards the lockout
+
+    def __init__(self) -> None:
+        super().__init__("Incorrect email or password, or the account is locked or disabled.")
+
+
+class InvalidAccessTokenError(AuthenticationError):
+    slug = "invalid-token"
+    headers = _INVALID_TOKEN
+
+    def __init__(self) -> None:
+        super().__init__("The access token is missing, invalid, expired or revoked.")
+
+
+class InvalidRefreshTokenError(AuthenticationError):
+    slug = "invalid-refresh-token"
+    keeps_changes = True  # a replayed token revokes its family, and that must stick
+
+    def __init__(self) -> None:
+        super().__init__("The refresh token is invalid, expired or revoked; log in again.")
+
+
+class RateLimitedError(DomainError):
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    title = "Too Many Requests"
+    slug = "rate-limited"

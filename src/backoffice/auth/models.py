@@ -1,0 +1,178 @@
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.orm import declared_attr
+from sqlmodel import Field, SQLModel
+
+from backoffice.auth.permissions import Action, Module
+from backoffice.core.models import created_at_field, id_field, updated_at_field, version_field
+
+EMAIL_MAX_LENGTH = 254
+NAME_MAX_LENGTH = 200
+ROLE_NAME_MAX_LENGTH = 64
+
+_MODULES = ", ".join(f"'{module}'" for module in Module)
+_ACTIONS = ", ".join(f"'{action}'" for action in Action)
+
+
+def _versioned(table: Any) -> dict[str, Any]:
+    return {"version_id_col": table.c.version, "eager_defaults": True}
+
+
+class User(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "users"
+
+    id: int | None = id_field()
+    email: str = Field(sa_column=Column(String(EMAIL_MAX_LENGTH), nullable=False))
+    full_name: str = Field(sa_column=Column(String(NAME_MAX_LENGTH), nullable=False))
+    hashed_password: str = Field(sa_column=Column(String(255), nullable=False))
+    is_active: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true"))
+    )
+    is_superuser: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    failed_login_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    locked_until: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # Bumped to end every session at once (password change, deactivation, role change):
+    # access tokens carry the value they were issued under.
+    token_version: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+    version: int = version_field()
+
+    __table_args__ = (
+        Index("uq_users_email_lower", func.lower(Column("email")), unique=True),
+        Index("ix_users_created_at_id", "created_at", "id"),
+        CheckConstraint("failed_login_count >= 0", name="failed_login_count_non_negative"),
+    )
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
+        return _versioned(cls.__table__)  # type: ignore[attr-defined]  # set before mapping
+
+
+class Role(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "roles"
+
+    id: int | None = id_field()
+    name: str = Field(sa_column=Column(String(ROLE_NAME_MAX_LENGTH), nullable=False))
+    description: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+    version: int = version_field()
+
+    __table_args__ = (
+        Index("uq_roles_name_lower", func.lower(Column("name")), unique=True),
+        Index("ix_roles_name_id", "name", "id"),
+    )
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
+        return _versioned(cls.__table__)  # type: ignore[attr-defined]  # set before mapping
+
+
+class RoleGrant(SQLModel, table=True):
+    """What a role may do in one module; `read` is implied by any grant."""
+
+    __tablename__: ClassVar[str] = "role_grants"
+
+    role_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, nullable=False
+        )
+    )
+    module: str = Field(sa_column=Column(String(32), primary_key=True, nullable=False))
+    actions: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(String(16)), nullable=False, server_default=text("'{}'")),
+    )
+
+    __table_args__ = (
+        CheckConstraint(f"module IN ({_MODULES})", name="module_known"),
+        CheckConstraint(f"actions <@ ARRAY[{_ACTIONS}]::varchar[]", name="actions_known"),
+    )
+
+
+class UserRole(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "user_roles"
+
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, nullable=False
+        )
+    )
+    role_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, nullable=False
+        )
+    )
+
+    __table_args__ = (Index("ix_user_roles_role_id", "role_id"),)
+
+
+class RefreshToken(SQLModel, table=True):
+    """One row per issued refresh token; only its SHA-256 is stored. Tokens descended from one
+    login share a `family_id`, so a replayed token can revoke its whole family."""
+
+    __tablename__: ClassVar[str] = "refresh_tokens"
+
+    id: int | None = id_field()
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    family_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
+    parent_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("refresh_tokens.id", ondelete="SET NULL")),
+    )
+    replaced_by_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("refresh_tokens.id", ondelete="SET NULL")),
+    )
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = created_at_field()
+
+
+class UserRevokedToken(SQLModel, table=True):
+    """Access tokens revoked before they expire (logout), by `jti`; purgeable after expiry."""
+
+    __tablename__: ClassVar[str] = "user_revoked_tokens"
+
+    jti: str = Field(sa_column=Column(String(64), primary_key=True, nullable=False))
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    expires_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+    created_at: datetime = created_at_field()

@@ -1,0 +1,177 @@
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    RowMapping,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from backoffice.auth.models import RefreshToken, Role, RoleGrant, User, UserRevokedToken, UserRole
+from backoffice.core.errors import ConflictError, DomainError
+from backoffice.core.repository import BaseRepository
+
+_users = User.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_grants = RoleGrant.__table__  # type: ignore[attr-defined]
+_user_roles = UserRole.__table__  # type: ignore[attr-defined]
+_revoked = UserRevokedToken.__table__  # type: ignore[attr-defined]
+_refresh = RefreshToken.__table__  # type: ignore[attr-defined]
+
+# The whole per-request authentication check in one round trip: the user, whether this
+# token's jti was revoked, whether its session (refresh family) is still alive, and the
+# user's grants over all their roles.
+_PRINCIPAL: Select[Any] = select(
+    _users.c.id,
+    _users.c.email,
+    _users.c.full_name,
+    _users.c.is_active,
+    _users.c.is_superuser,
+    _users.c.token_version,
+    exists().where(_revoked.c.jti == bindparam("jti")).label("token_revoked"),
+    exists()
+    .where(
+        _refresh.c.family_id == bindparam("session_id"),
+        _refresh.c.revoked_at.is_(None),
+        _refresh.c.expires_at > func.now(),
+    )
+    .label("session_alive"),
+    # One "module:action,action" string per grant of any of the user's roles.
+    select(
+        func.array_agg(
+            _grants.c.module + literal(":") + func.array_to_string(_grants.c.actions, ",")
+        )
+    )
+    .select_from(_user_roles.join(_grants, _grants.c.role_id == _user_roles.c.role_id))
+    .where(_user_roles.c.user_id == _users.c.id)
+    .scalar_subquery()
+    .label("grants"),
+).where(_users.c.id == bindparam("user_id"))
+
+
+class UserRepository(BaseRepository[User]):
+    model = User
+    constraint_errors: ClassVar[Mapping[str, DomainError]] = {
+        "uq_users_email_lower": ConflictError("A user with this email already exists."),
+    }
+
+    async def load_principal(
+        self, user_id: int, jti: str, session_id: uuid.UUID
+    ) -> RowMapping | None:
+        result = await self.session.execute(
+            _PRINCIPAL, {"user_id": user_id, "jti": jti, "session_id": session_id}
+        )
+        row: RowMapping | None = result.mappings().one_or_none()
+        return row
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self.get_one_or_none(
+            select(User).where(func.lower(_users.c.email) == email.lower())
+        )
+
+    async def grants_of(self, user_id: int) -> list[tuple[str, list[str]]]:
+        result = await self.session.execute(
+            select(_grants.c.module, _grants.c.actions)
+            .join(_user_roles, _user_roles.c.role_id == _grants.c.role_id)
+            .where(_user_roles.c.user_id == user_id)
+        )
+        return [(module, list(actions)) for module, actions in result.tuples()]
+
+    async def role_ids_of(self, user_id: int) -> list[int]:
+        result = await self.session.scalars(
+            select(_user_roles.c.role_id).where(_user_roles.c.user_id == user_id)
+        )
+        return list(result)
+
+    async def set_roles(self, user_id: int, role_ids: Sequence[int]) -> None:
+        await self.session.execute(delete(_user_roles).where(_user_roles.c.user_id == user_id))
+        if role_ids:
+            await self.session.execute(
+                insert(_user_roles), [{"user_id": user_id, "role_id": rid} for rid in role_ids]
+            )
+        await self.flush()
+
+
+class RoleRepository(BaseRepository[Role]):
+    model = Role
+    constraint_errors: ClassVar[Mapping[str, DomainError]] = {
+        "uq_roles_name_lower": ConflictError("A role with this name already exists."),
+    }
+
+    async def grants(self, role_ids: Sequence[int]) -> dict[int, list[tuple[str, list[str]]]]:
+        result = await self.session.execute(
+            select(_grants.c.role_id, _grants.c.module, _grants.c.actions)
+            .where(_grants.c.role_id.in_(role_ids))
+            .order_by(_grants.c.role_id, _grants.c.module)
+        )
+        by_role: dict[int, list[tuple[str, list[str]]]] = {rid: [] for rid in role_ids}
+        for role_id, module, actions in result.tuples():
+            by_role[role_id].append((module, sorted(actions)))
+        return by_role
+
+    async def replace_grants(self, role_id: int, grants: Mapping[str, list[str]]) -> None:
+        await self.session.execute(delete(_grants).where(_grants.c.role_id == role_id))
+        if grants:
+            await self.session.execute(
+                insert(_grants),
+                [
+                    {"role_id": role_id, "module": module, "actions": actions}
+                    for module, actions in grants.items()
+                ],
+            )
+        await self.flush()
+
+    async def existing_ids(self, role_ids: Sequence[int]) -> set[int]:
+        roles = Role.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+        result = await self.session.scalars(select(roles.c.id).where(roles.c.id.in_(role_ids)))
+        return {rid for rid in result if rid is not None}
+
+    async def get_by_name(self, name: str) -> Role | None:
+        roles = Role.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+        return await self.get_one_or_none(
+            select(Role).where(func.lower(roles.c.name) == name.lower())
+        )
+
+
+class TokenRepository(BaseRepository[RefreshToken]):
+    model = RefreshToken
+
+    async def get_for_update(self, token_hash: str) -> RefreshToken | None:
+        """Locks the row: two concurrent uses of one token are serialized, so only one can
+        rotate it and the other is seen as a replay."""
+        return await self.get_one_or_none(
+            select(RefreshToken).where(_refresh.c.token_hash == token_hash).with_for_update()
+        )
+
+    async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> int:
+        result = await self.session.execute(
+            update(_refresh)
+            .where(and_(_refresh.c.family_id == family_id, _refresh.c.revoked_at.is_(None)))
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for UPDATE
+
+    async def revoke_all_of_user(self, user_id: int, now: datetime) -> int:
+        result = await self.session.execute(
+            update(_refresh)
+            .where(and_(_refresh.c.user_id == user_id, _refresh.c.revoked_at.is_(None)))
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for UPDATE
+
+    async def revoke_access_token(self, jti: str, user_id: int, expires_at: datetime) -> None:
+        await self.session.execute(
+            pg_insert(_revoked)
+            .values(jti=jti, user_id=user_id, expires_at=expires_at)
+            .on_conflict_do_nothing()
+        )

@@ -1,0 +1,77 @@
+"""Sessions and tokens: `/auth/sessions` (login, logout) and `/auth/tokens` (refresh)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from backoffice.auth import service
+from backoffice.auth.dependencies import CurrentPrincipal, SettingsDep
+from backoffice.auth.errors import AuthenticationError, RateLimitedError
+from backoffice.auth.rate_limit import RateLimiter
+from backoffice.auth.schemas import RefreshRequest, TokenPair
+from backoffice.core.database import SessionDep
+from backoffice.core.errors import problem_responses
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 section 5.1
+
+
+def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
+    state = request.app.state
+    if not hasattr(state, "login_limiter"):
+        state.login_limiter = RateLimiter.for_login(settings)
+    limiter: RateLimiter = state.login_limiter
+    return limiter
+
+
+async def rate_limit_login(
+    request: Request,
+    response: Response,
+    limiter: Annotated[RateLimiter, Depends(_login_limiter)],
+) -> None:
+    client_ip = request.client.host if request.client else "unknown"
+    state = await limiter.hit(client_ip)
+    if not state.allowed:
+        raise RateLimitedError(
+            f"Too many login attempts; retry in {state.reset_after} s.", headers=state.headers
+        )
+    response.headers.update(state.headers)
+
+
+@router.post(
+    "/sessions",
+    responses=problem_responses(AuthenticationError, RateLimitedError),
+    dependencies=[Depends(rate_limit_login)],
+)
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> TokenPair:
+    """Log in with the OAuth2 password form (`username` is the email). Returns an access
+    token (Bearer) and a refresh token for `POST /auth/tokens`."""
+    response.headers.update(_NO_STORE)
+    return await service.login(session, settings, form.username, form.password)
+
+
+@router.post("/tokens", responses=problem_responses(AuthenticationError))
+async def refresh_tokens(
+    data: RefreshRequest, session: SessionDep, settings: SettingsDep, response: Response
+) -> TokenPair:
+    """Trade a refresh token for a new pair. The old refresh token is spent: presenting it
+    again revokes every token of its session."""
+    response.headers.update(_NO_STORE)
+    return await service.refresh(session, settings, data.refresh_token)
+
+
+@router.delete(
+    "/sessions/current",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(AuthenticationError),
+)
+async def logout(principal: CurrentPrincipal, session: SessionDep) -> None:
+    """End this session: the access token and every refresh token of its login die now."""
+    await service.logout(session, principal)

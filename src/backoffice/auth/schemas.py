@@ -1,0 +1,221 @@
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from backoffice.auth.models import NAME_MAX_LENGTH, ROLE_NAME_MAX_LENGTH
+from backoffice.auth.permissions import Action, Module
+from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MAX_LENGTH = 128  # argon2 has no limit, but a megabyte "password" is a DoS vector
+
+Password = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
+    Field(
+        description=f"At least {PASSWORD_MIN_LENGTH} characters.", examples=["a long passphrase"]
+    ),
+]
+FullName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    Field(examples=["Ada Lovelace"]),
+]
+RoleName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=ROLE_NAME_MAX_LENGTH),
+    Field(examples=["warehouse"]),
+]
+Email = Annotated[EmailStr, Field(max_length=254, examples=["ada@example.com"])]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may be omitted but not null")
+    return value
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105  # the OAuth2 token type, not a secret
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class RefreshRequest(_Request):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    full_name: str
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class UserCreate(_Request):
+    email: Email
+    password: Password
+    full_name: FullName
+
+
+class UserUpdate(_Request):
+    """Admin changes; each field optional, none nullable."""
+
+    email: Email | None = None
+    full_name: FullName | None = None
+    is_active: bool | None = None
+    is_superuser: bool | None = None
+
+    _no_nulls = field_validator("email", "full_name", "is_active", "is_superuser")(_not_null)
+
+
+class MeUpdate(_Request):
+    full_name: FullName
+
+
+class PasswordChange(_Request):
+    current_password: Annotated[
+        str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)
+    ]
+    new_password: Password
+
+    @model_validator(mode="after")
+    def _different(self) -> Self:
+        if self.current_password == self.new_password:
+            raise ValueError("new_password must differ from current_password")
+        return self
+
+
+class UserRolesUpdate(_Request):
+    role_ids: Annotated[list[Annotated[int, Field(gt=0, le=2**31 - 1)]], Field(max_length=100)]
+
+    @field_validator("role_ids")
+    @classmethod
+    def _unique(cls, role_ids: list[int]) -> list[int]:
+        if len(set(role_ids)) != len(role_ids):
+            raise ValueError("role_ids must not repeat")
+        return role_ids
+
+
+class PermissionsRead(BaseModel):
+    user_id: int
+    is_superuser: bool
+    permissions: list[str] = Field(
+        description="Sorted `module:action` pairs; a superuser has all of them.",
+        examples=[["products:read", "products:update"]],
+    )
+
+
+class UserSort(StrEnum):
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+
+
+class UserListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[
+        str | None, Field(min_length=1, max_length=100, description="Email or name contains")
+    ] = None
+    is_active: bool | None = None
+    sort: UserSort = UserSort.CREATED_AT
+    limit: LimitQuery = DEFAULT_LIMIT
+    cursor: CursorQuery = None
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+class Grant(_Request):
+    module: Module
+    actions: Annotated[list[Action], Field(max_length=len(Action))] = Field(
+        default_factory=list, description="Granting a module always includes `read`."
+    )
+
+    model_config = ConfigDict(extra="forbid", strict=False)  # enums arrive as strings
+
+    @field_validator("actions")
+    @classmethod
+    def _normalise(cls, actions: list[Action]) -> list[Action]:
+        return sorted(set(actions))
+
+
+def _unique_modules(grants: list[Grant]) -> list[Grant]:
+    modules = [grant.module for grant in grants]
+    if len(set(modules)) != len(modules):
+        raise ValueError("each module may appear once")
+    return grants
+
+
+class RoleCreate(_Request):
+    name: RoleName
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    grants: Annotated[list[Grant], Field(max_length=len(Module))] = Field(default_factory=list)
+
+    _grants_unique = field_validator("grants")(_unique_modules)
+
+
+class RoleUpdate(_Request):
+    name: RoleName | None = None
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    grants: Annotated[list[Grant], Field(max_length=len(Module))] | None = Field(
+        default=None, description="Replaces every grant of the role."
+    )
+
+    _name_not_null = field_validator("name", "grants")(_not_null)
+    _grants_unique = field_validator("grants")(_unique_modules)
+
+
+class GrantRead(BaseModel):
+    module: Module
+    actions: list[Action]
+
+
+class RoleRead(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    grants: list[GrantRead]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class RoleSort(StrEnum):
+    NAME = "name"
+    NAME_DESC = "-name"
+
+
+class RoleListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sort: RoleSort = RoleSort.NAME
+    limit: LimitQuery = DEFAULT_LIMIT
+    cursor: CursorQuery = None

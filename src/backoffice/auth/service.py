@@ -1,0 +1,239 @@
+"""Sessions: login, refresh-token rotation, logout, password change, and turning an access
+token into the principal a request runs as."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backoffice.auth.errors import (
+    InvalidAccessTokenError,
+    InvalidCredentialsError,
+    InvalidRefreshTokenError,
+)
+from backoffice.auth.models import RefreshToken, User
+from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
+from backoffice.auth.repository import TokenRepository, UserRepository
+from backoffice.auth.schemas import TokenPair
+from backoffice.auth.tokens import (
+    AccessClaims,
+    InvalidTokenError,
+    create_access_token,
+    decode_access_token,
+    hash_password,
+    hash_refresh_token,
+    new_refresh_token,
+    verify_password,
+)
+from backoffice.core.config import Settings
+from backoffice.core.errors import ForbiddenError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request runs as, checked against the database on every request."""
+
+    id: int
+    email: str
+    full_name: str
+    is_superuser: bool
+    permissions: frozenset[Permission]
+    claims: AccessClaims
+
+    def can(self, module: Module, action: Action) -> bool:
+        return self.is_superuser or Permission(module, action) in self.permissions
+
+
+def parse_grants(rows: list[str] | None) -> list[tuple[Module, list[Action]]]:
+    """`["products:create,update", "tasks:"]` as typed grants."""
+    grants = []
+    for row in rows or []:
+        module, _, actions = row.partition(":")
+        grants.append((Module(module), [Action(action) for action in actions.split(",") if action]))
+    return grants
+
+
+async def authenticate(session: AsyncSession, settings: Settings, token: str) -> Principal:
+    """Every check an access token must pass, with the user's permissions, in one query."""
+    try:
+        claims = decode_access_token(settings, token)
+    except InvalidTokenError as exc:
+        log.info("auth.token_rejected", reason=str(exc))
+        raise InvalidAccessTokenError from exc
+    row = await UserRepository(session).load_principal(
+        claims.user_id, claims.jti, claims.session_id
+    )
+    failure = _principal_failure(row, claims)
+    if failure is not None:
+        log.info("auth.token_rejected", reason=failure, user_id=claims.user_id)
+        raise InvalidAccessTokenError
+    assert row is not None  # noqa: S101  # _principal_failure returned None only for a row
+    permissions = effective_permissions(
+        parse_grants(row["grants"]), is_superuser=row["is_superuser"]
+    )
+    return Principal(
+        id=row["id"],
+        email=row["email"],
+        full_name=row["full_name"],
+        is_superuser=row["is_superuser"],
+        permissions=permissions,
+        claims=claims,
+    )
+
+
+def _principal_failure(row: object, claims: AccessClaims) -> str | None:
+    if row is None:
+        return "user no longer exists"
+    checks = {
+        "user is deactivated": not row["is_active"],  # type: ignore[index]
+        "token issued before the user's sessions were revoked": row["token_version"]  # type: ignore[index]
+        != claims.token_version,
+        "token was revoked (logout)": row["token_revoked"],  # type: ignore[index]
+        "session was ended": not row["session_alive"],  # type: ignore[index]
+    }
+    return next((reason for reason, failed in checks.items() if failed), None)
+
+
+async def _issue_pair(
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    *,
+    family_id: uuid.UUID,
+    parent: RefreshToken | None = None,
+) -> tuple[TokenPair, RefreshToken]:
+    assert user.id is not None  # noqa: S101  # users are flushed before tokens are issued
+    now = datetime.now(UTC)
+    refresh_token = new_refresh_token()
+    row = await TokenRepository(session).create(
+        RefreshToken(
+            user_id=user.id,
+            token_hash=hash_refresh_token(refresh_token),
+            family_id=family_id,
+            parent_id=parent.id if parent else None,
+            expires_at=now + timedelta(days=settings.refresh_token_ttl_days),
+        )
+    )
+    access = create_access_token(
+        settings, user_id=user.id, token_version=user.token_version, session_id=family_id, now=now
+    )
+    pair = TokenPair(
+        access_token=access.token, refresh_token=refresh_token, expires_in=access.expires_in
+    )
+    return pair, row
+
+
+async def start_session(session: AsyncSession, settings: Settings, user: User) -> TokenPair:
+    """A new session (refresh-token family) for an authenticated user."""
+    pair, _ = await _issue_pair(session, settings, user, family_id=uuid.uuid4())
+    return pair
+
+
+async def login(session: AsyncSession, settings: Settings, email: str, password: str) -> TokenPair:
+    """The same failure, in about the same time, for an unknown email, a wrong password, a
+    disabled or a locked account; failures in a row lock the account."""
+    users = UserRepository(session)
+    user = await users.get_by_email(email)
+    matches, upgraded_hash = verify_password(password, user.hashed_password if user else None)
+    if user is None:
+        log.info("auth.login_failed", reason="unknown email")
+        raise InvalidCredentialsError
+    now = datetime.now(UTC)
+    if user.locked_until is not None and user.locked_until > now:
+        log.info("auth.login_failed", reason="account locked", user_id=user.id)
+        raise InvalidCredentialsError
+    if not matches:
+        await _count_failure(users, settings, user, now)
+        raise InvalidCredentialsError
+    if not user.is_active:
+        log.info("auth.login_failed", reason="account disabled", user_id=user.id)
+        raise InvalidCredentialsError
+    changes: dict[str, object] = {"failed_login_count": 0, "locked_until": None}
+    if upgraded_hash is not None:
+        changes["hashed_password"] = upgraded_hash
+    await users.update(user, changes)
+    pair = await start_session(session, settings, user)
+    log.info("auth.login_succeeded", user_id=user.id)
+    return pair
+
+
+async def _count_failure(
+    users: UserRepository, settings: Settings, user: User, now: datetime
+) -> None:
+    failures = user.failed_login_count + 1
+    if failures >= settings.login_max_failures:
+        lock_until = now + timedelta(minutes=settings.login_lockout_minutes)
+        await users.update(user, {"failed_login_count": 0, "locked_until": lock_until})
+        log.warning("auth.account_locked", user_id=user.id, until=lock_until.isoformat())
+    else:
+        await users.update(user, {"failed_login_count": failures})
+        log.info("auth.login_failed", reason="wrong password", user_id=user.id, failures=failures)
+
+
+async def refresh(session: AsyncSession, settings: Settings, refresh_token: str) -> TokenPair:
+    """Rotate: the presented token is spent and replaced. Presenting a spent token again is
+    a replay (RFC 9700 section 4.14): its whole family is revoked."""
+    tokens = TokenRepository(session)
+    current = await tokens.get_for_update(hash_refresh_token(refresh_token))
+    if current is None:
+        raise InvalidRefreshTokenError
+    now = datetime.now(UTC)
+    if current.revoked_at is not None:
+        if current.replaced_by_id is not None:
+            revoked = await tokens.revoke_family(current.family_id, now)
+            log.warning(
+                "auth.refresh_token_reused",
+                user_id=current.user_id,
+                family_id=str(current.family_id),
+                tokens_revoked=revoked,
+            )
+        raise InvalidRefreshTokenError
+    user = await UserRepository(session).get_by_id(current.user_id)
+    if current.expires_at <= now or user is None or not user.is_active:
+        raise InvalidRefreshTokenError
+    pair, replacement = await _issue_pair(
+        session, settings, user, family_id=current.family_id, parent=current
+    )
+    await tokens.update(current, {"revoked_at": now, "replaced_by_id": replacement.id})
+    return pair
+
+
+async def logout(session: AsyncSession, principal: Principal) -> None:
+    claims = principal.claims
+    tokens = TokenRepository(session)
+    await tokens.revoke_access_token(claims.jti, principal.id, claims.expires_at)
+    await tokens.revoke_family(claims.session_id, datetime.now(UTC))
+    log.info("auth.logged_out", user_id=principal.id)
+
+
+async def revoke_all_sessions(session: AsyncSession, user: User) -> None:
+    """End every session of the user: access tokens through the version they carry, refresh
+    tokens by revoking them."""
+    assert user.id is not None  # noqa: S101  # only called for stored users
+    await UserRepository(session).update(user, {"token_version": user.token_version + 1})
+    await TokenRepository(session).revoke_all_of_user(user.id, datetime.now(UTC))
+
+
+async def change_password(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    current_password: str,
+    new_password: str,
+) -> TokenPair:
+    """Ends every session, this one included, and returns a fresh pair for this client."""
+    users = UserRepository(session)
+    user = await users.get_by_id(principal.id)
+    if user is None:
+        raise InvalidAccessTokenError
+    matches, _ = verify_password(current_password, user.hashed_password)
+    if not matches:
+        raise ForbiddenError("The current password is incorrect.")
+    await users.update(user, {"hashed_password": hash_password(new_password)})
+    await revoke_all_sessions(session, user)
+    log.info("auth.password_changed", user_id=user.id)
+    return await start_session(session, settings, user)

@@ -1,0 +1,183 @@
+"""`/users/me` for everyone signed in; `/users` administration under the `users` module."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from backoffice.auth import admin_service, service
+from backoffice.auth.dependencies import CurrentPrincipal, PermissionChecker, SettingsDep
+from backoffice.auth.errors import AuthenticationError
+from backoffice.auth.permissions import Action, Module
+from backoffice.auth.schemas import (
+    MeUpdate,
+    PasswordChange,
+    PermissionsRead,
+    RoleRead,
+    TokenPair,
+    UserCreate,
+    UserListQuery,
+    UserRead,
+    UserRolesUpdate,
+    UserUpdate,
+)
+from backoffice.auth.service import Principal
+from backoffice.core.conditional import (
+    IfMatchHeader,
+    IfNoneMatchHeader,
+    is_not_modified,
+    not_modified_response,
+    versioned_response,
+)
+from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionFailedError,
+    problem_responses,
+)
+from backoffice.core.pagination import InvalidCursorError, Page
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+UserId = Annotated[int, Path(gt=0, le=2**31 - 1, description="User id")]
+UsersRead = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.READ))]
+UsersCreate = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.CREATE))]
+UsersUpdate = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.UPDATE))]
+UsersDelete = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.DELETE))]
+
+_FORBIDDEN = problem_responses(ForbiddenError)
+
+
+def _user_response(
+    user: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    read = UserRead.model_validate(user)
+    return versioned_response(read, read.version, status_code=status_code, headers=headers)
+
+
+# --- the caller's own account ----------------------------------------------------------------
+
+
+@router.get("/me", response_model=UserRead, responses=problem_responses(AuthenticationError))
+async def read_me(principal: CurrentPrincipal, session: ReadSessionDep) -> Response:
+    return _user_response(await admin_service.get_user(session, principal.id))
+
+
+@router.patch("/me", response_model=UserRead, responses=problem_responses(AuthenticationError))
+async def update_me(data: MeUpdate, principal: CurrentPrincipal, session: SessionDep) -> Response:
+    """Change your name (only that: privileges are an administrator's business)."""
+    return _user_response(await admin_service.update_me(session, principal, data.full_name))
+
+
+@router.put(
+    "/me/password",
+    responses=problem_responses(AuthenticationError, ForbiddenError),
+)
+async def change_password(
+    data: PasswordChange,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> TokenPair:
+    """Needs the current password. Ends every session of the account, this one included, and
+    returns a new token pair for this client."""
+    response.headers["Cache-Control"] = "no-store"
+    return await service.change_password(
+        session, settings, principal, data.current_password, data.new_password
+    )
+
+
+# --- administration ---------------------------------------------------------------------------
+
+
+@router.get(
+    "",
+    response_model=Page[UserRead],
+    responses=problem_responses(ForbiddenError, InvalidCursorError),
+)
+async def list_users(
+    _: UsersRead, session: ReadSessionDep, query: Annotated[UserListQuery, Query()]
+) -> Response:
+    return (await admin_service.list_users(session, query)).to_response()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=problem_responses(ForbiddenError, ConflictError),
+)
+async def create_user(
+    data: UserCreate, _: UsersCreate, session: SessionDep, request: Request
+) -> Response:
+    user = await admin_service.create_user(session, data)
+    location = request.app.url_path_for("get_user", user_id=user.id)
+    return _user_response(user, status.HTTP_201_CREATED, {"Location": location})
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=problem_responses(ForbiddenError, NotFoundError),
+)
+async def get_user(
+    user_id: UserId, _: UsersRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
+) -> Response:
+    user = await admin_service.get_user(session, user_id)
+    if is_not_modified(if_none_match, user.version):
+        return not_modified_response(user.version)
+    return _user_response(user)
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=problem_responses(
+        ForbiddenError, NotFoundError, ConflictError, PreconditionFailedError
+    ),
+)
+async def update_user(
+    user_id: UserId,
+    data: UserUpdate,
+    actor: UsersUpdate,
+    session: SessionDep,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    """Deactivating a user ends all their sessions. Only a superuser can touch `is_superuser`
+    or a superuser's account; nobody can change their own status."""
+    return _user_response(await admin_service.update_user(session, actor, user_id, data, if_match))
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(ForbiddenError, NotFoundError, PreconditionFailedError),
+)
+async def delete_user(
+    user_id: UserId, actor: UsersDelete, session: SessionDep, if_match: IfMatchHeader = None
+) -> None:
+    await admin_service.delete_user(session, actor, user_id, if_match)
+
+
+@router.put(
+    "/{user_id}/roles",
+    responses=problem_responses(ForbiddenError, NotFoundError, InvalidInputError),
+)
+async def set_user_roles(
+    user_id: UserId, data: UserRolesUpdate, actor: UsersUpdate, session: SessionDep
+) -> list[RoleRead]:
+    """Replace the user's roles. You can only add or remove roles whose permissions you hold,
+    and never change your own."""
+    return await admin_service.set_user_roles(session, actor, user_id, data.role_ids)
+
+
+@router.get("/{user_id}/permissions", responses=problem_responses(ForbiddenError, NotFoundError))
+async def get_user_permissions(
+    user_id: UserId, _: UsersRead, session: ReadSessionDep
+) -> PermissionsRead:
+    """The effective permissions: the union over the user's roles, `read` implied by any
+    grant of a module, everything for a superuser."""
+    return await admin_service.user_permissions(session, user_id)
