@@ -5,7 +5,7 @@ import structlog
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.products.test_products_api import assert_problem
+from tests.helpers import assert_problem
 
 
 async def test_unknown_route_returns_404_problem(client: AsyncClient) -> None:

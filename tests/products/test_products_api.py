@@ -7,22 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.products.models import Product
+from tests.helpers import assert_problem
 from tests.products.conftest import CreateProduct, product_payload
 
 PRODUCTS = "/api/v1/products"
-
-
-def assert_problem(response: Any, status: int, slug: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert problem["title"]
-    assert problem["instance"] == response.request.url.path
-    assert problem["request_id"] == response.headers["x-request-id"]
-    if slug is not None:
-        assert problem["type"] == f"urn:backoffice:problem:{slug}"
-    return problem
 
 
 async def stored(session: AsyncSession, product_id: int) -> Product | None:

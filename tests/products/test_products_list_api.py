@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.products.models import Product
 from backoffice.products.schemas import ProductSort
+from tests.helpers import assert_problem
 from tests.products.conftest import CreateProduct, product_payload
-from tests.products.test_products_api import PRODUCTS, assert_problem
+from tests.products.test_products_api import PRODUCTS
 
 ROWS = 230
 
