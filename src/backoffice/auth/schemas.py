@@ -60,7 +60,7 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(_Request):
-    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
 # --- users ----------------------------------------------------------------------------------

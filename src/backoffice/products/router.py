@@ -130,7 +130,7 @@ async def delete_product(
     responses=problem_responses(NotFoundError, ConflictError),
 )
 async def adjust_stock(
-    product_id: ProductId, data: StockAdjustment, session: SessionDep
+    product_id: ProductId, data: StockAdjustment, _: ProductsUpdate, session: SessionDep
 ) -> Response:
     """Add or remove stock atomically. Removing more than is in stock is a 409, also when
     many requests race for the last units."""
