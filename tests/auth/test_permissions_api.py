@@ -115,7 +115,7 @@ MATRIX = [
 ]
 
 
-@pytest.mark.parametrize(("route", "principal"), MATRIX, ids=lambda v: str(v))
+@pytest.mark.parametrize(("route", "principal"), MATRIX, ids=str)
 async def test_permission_matrix(
     app: FastAPI, session: AsyncSession, settings: Settings, route: Route, principal: str
 ) -> None:

@@ -6,6 +6,7 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from backoffice.auth.models import RefreshToken, User
 from backoffice.core.config import Settings
@@ -187,9 +188,8 @@ async def test_replaying_a_spent_refresh_token_kills_its_whole_family(
     assert_problem(after, 401)
     # The access token of the stolen session dies with it.
     assert_problem(await anonymous_client.get(ME, headers=bearer(second["access_token"])), 401)
-    rows = (
-        await session.scalars(select(RefreshToken).where(RefreshToken.user_id == member.id))
-    ).all()  # type: ignore[arg-type]
+    tokens = select(RefreshToken).where(col(RefreshToken.user_id) == member.id)
+    rows = (await session.scalars(tokens)).all()
     assert rows
     assert all(row.revoked_at is not None for row in rows)
 

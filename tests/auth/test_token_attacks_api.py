@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from tests.auth.conftest import ME, REFRESH, bearer
-from tests.conftest import tokens_for
+from tests.conftest import TEST_PASSWORD, tokens_for
 from tests.helpers import assert_problem
 
 
@@ -51,6 +51,11 @@ async def test_the_untampered_token_is_accepted(
     response = await anonymous_client.get(ME, headers=bearer(sign(settings, claims)))
 
     assert response.status_code == 200
+
+
+def _flip_signature(token: str) -> str:
+    head, _, signature = token.rpartition(".")
+    return f"{head}.{signature[::-1]}"
 
 
 def _now() -> int:
@@ -172,7 +177,7 @@ async def test_token_issued_before_a_password_change_is_rejected(
     changed = await anonymous_client.put(
         f"{ME}/password",
         json={
-            "current_password": "correct horse battery staple",
+            "current_password": TEST_PASSWORD,
             "new_password": "a brand new passphrase",
         },
         headers=bearer(old.access_token),
