@@ -128,7 +128,7 @@ async def test_permission_matrix(
         token = (await tokens_for(session, settings, user)).access_token
     # Ids nobody has: an allowed request ends in 404 or 422, never in a change.
     path = re.sub(r"\{[^}]+\}", "987654", route.path)
-    body = {} if route.method in {"POST", "PUT", "PATCH"} else None
+    body: dict[str, object] | None = {} if route.method in {"POST", "PUT", "PATCH"} else None
 
     async with _client(app, token) as client:
         response = await client.request(route.method, path, json=body)
