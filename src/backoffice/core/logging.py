@@ -9,7 +9,7 @@ from typing import Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backoffice.core.config import Settings
+from backoffice.core.config import Environment, Settings
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 _REQUEST_ID_HEADER_BYTES: Final = REQUEST_ID_HEADER.lower().encode()
@@ -51,7 +51,8 @@ def configure_logging(settings: Settings) -> None:
             logging.getLevelNamesMapping()[settings.log_level]
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Tests reconfigure logging to read what a request logs; everywhere else, cache.
+        cache_logger_on_first_use=settings.environment is not Environment.TEST,
     )
 
 
