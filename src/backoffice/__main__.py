@@ -34,11 +34,10 @@ def _prepare_database(*, migrate: bool) -> str:
     if migrate:
         applied = asyncio.run(apply_migrations(url, settings.migrations_dir))
         print(f"migrations applied: {applied or 'none pending'}")
-    if settings.database_url is None:
-        # The embedded database is the developer's: give it the default roles and the first
-        # superuser so the quick start's login works.
-        created = asyncio.run(_bootstrap(url))
-        print(f"bootstrap: created {', '.join(created)}" if created else "bootstrap: up to date")
+    # Idempotent: the default roles and the first superuser, so the first login works (in
+    # production FIRST_SUPERUSER_PASSWORD must be set: the example one is refused).
+    created = asyncio.run(_bootstrap(url))
+    print(f"bootstrap: created {', '.join(created)}" if created else "bootstrap: up to date")
     # Workers are separate processes: they get the URL instead of each resolving it again.
     os.environ["DATABASE_URL"] = url
     return url

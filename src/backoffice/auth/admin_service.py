@@ -61,12 +61,22 @@ def _grant_permissions(grants: Iterable[tuple[str, Iterable[str]]]) -> frozenset
     )
 
 
-def _ensure_can_hand_out(actor: Principal, permissions: frozenset[Permission]) -> None:
+def _ensure_holds(
+    actor: Principal, permissions: frozenset[Permission], doing: str = "hand out"
+) -> None:
     missing = permissions - actor.permissions
     if actor.is_superuser or not missing:
         return
     names = ", ".join(sorted(str(permission) for permission in missing))
-    raise ForbiddenError(f"You cannot hand out permissions you do not hold: {names}.")
+    raise ForbiddenError(f"You cannot {doing} permissions you do not hold: {names}.")
+
+
+async def _ensure_outranks(session: AsyncSession, actor: Principal, target: User) -> None:
+    """Managing an account (status, email, deletion) needs every permission it has: a user
+    admin cannot lock out or remove someone more powerful."""
+    assert target.id is not None  # noqa: S101  # loaded from the database
+    grants = await UserRepository(session).grants_of(target.id)
+    _ensure_holds(actor, _grant_permissions(grants), "manage an account with")
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -121,6 +131,7 @@ async def update_user(
         raise ForbiddenError("Only a superuser can change a superuser or grant superuser.")
     if not changes:
         return user
+    await _ensure_outranks(session, actor, user)
     user = await UserRepository(session).update(user, changes)
     if changes.get("is_active") is False:
         await revoke_all_sessions(session, user)
@@ -142,6 +153,7 @@ async def delete_user(
         raise ForbiddenError("You cannot delete your own account.")
     if user.is_superuser and not actor.is_superuser:
         raise ForbiddenError("Only a superuser can delete a superuser.")
+    await _ensure_outranks(session, actor, user)
     await UserRepository(session).delete(user)
     log.info("user.deleted", user_id=user_id)
 
@@ -163,9 +175,7 @@ async def set_user_roles(
     grants = await roles.grants(sorted(set(role_ids) | set(previous)))
     # Adding or removing a role both require holding what it grants.
     changed = set(role_ids) ^ set(previous)
-    _ensure_can_hand_out(
-        actor, _grant_permissions(grant for rid in changed for grant in grants[rid])
-    )
+    _ensure_holds(actor, _grant_permissions(grant for rid in changed for grant in grants[rid]))
     await users.set_roles(user_id, role_ids)
     log.info("user.roles_set", user_id=user_id, role_ids=sorted(role_ids))
     return [await get_role(session, rid) for rid in sorted(role_ids)]
@@ -237,7 +247,7 @@ def _grants_of(data: RoleCreate | RoleUpdate) -> dict[str, list[str]]:
 
 async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate) -> RoleRead:
     grants = _grants_of(data)
-    _ensure_can_hand_out(actor, _grant_permissions(grants.items()))
+    _ensure_holds(actor, _grant_permissions(grants.items()))
     repository = RoleRepository(session)
     role = await repository.create(Role(name=data.name, description=data.description))
     assert role.id is not None  # noqa: S101  # flushed by create
@@ -253,11 +263,11 @@ async def update_role(
     check_if_match(if_match, role.version)
     repository = RoleRepository(session)
     current = (await repository.grants([role_id]))[role_id]
-    _ensure_can_hand_out(actor, _grant_permissions(current))
+    _ensure_holds(actor, _grant_permissions(current), "change a role with")
     changes = data.model_dump(exclude_unset=True, exclude={"grants"})
     if data.grants is not None:
         new_grants = _grants_of(data)
-        _ensure_can_hand_out(actor, _grant_permissions(new_grants.items()))
+        _ensure_holds(actor, _grant_permissions(new_grants.items()))
         await repository.replace_grants(role_id, new_grants)
         changes["updated_at"] = func.now()  # grants live in their own table: bump the role
     if changes:
@@ -273,6 +283,6 @@ async def delete_role(
     role = await _load_role(session, role_id)
     check_if_match(if_match, role.version)
     grants = (await RoleRepository(session).grants([role_id]))[role_id]
-    _ensure_can_hand_out(actor, _grant_permissions(grants))
+    _ensure_holds(actor, _grant_permissions(grants), "delete a role with")
     await RoleRepository(session).delete(role)
     log.info("role.deleted", role_id=role_id)

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from backoffice.auth import service
-from backoffice.auth.errors import InvalidAccessTokenError
+from backoffice.auth.errors import MissingAccessTokenError
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
 from backoffice.core.config import Settings
@@ -33,7 +33,7 @@ async def get_current_principal(
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
     if not token:
-        raise InvalidAccessTokenError
+        raise MissingAccessTokenError
     # A session of its own, closed at once: holding its connection for the whole request
     # would make every write request need two, and a burst of them could exhaust the pool.
     async with database_of(request).read_sessions() as session:

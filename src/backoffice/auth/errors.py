@@ -31,12 +31,31 @@ class InvalidAccessTokenError(AuthenticationError):
         super().__init__("The access token is missing, invalid, expired or revoked.")
 
 
+class MissingAccessTokenError(AuthenticationError):
+    """No credentials at all: RFC 6750 section 3.1 says the challenge carries no error code."""
+
+    slug = "missing-token"
+
+    def __init__(self) -> None:
+        super().__init__("This needs an access token: `Authorization: Bearer <token>`.")
+
+
 class InvalidRefreshTokenError(AuthenticationError):
     slug = "invalid-refresh-token"
     keeps_changes = True  # a replayed token revokes its family, and that must stick
 
     def __init__(self) -> None:
         super().__init__("The refresh token is invalid, expired or revoked; log in again.")
+
+
+class WrongCurrentPasswordError(DomainError):
+    status_code = HTTPStatus.FORBIDDEN
+    title = "Forbidden"
+    slug = "wrong-current-password"
+    keeps_changes = True  # the failure counts towards the lockout
+
+    def __init__(self) -> None:
+        super().__init__("The current password is incorrect.")
 
 
 class RateLimitedError(DomainError):

@@ -1,6 +1,6 @@
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -8,6 +8,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -73,6 +74,33 @@ class UserRepository(BaseRepository[User]):
         )
         row: RowMapping | None = result.mappings().one_or_none()
         return row
+
+    async def record_login_failure(
+        self, user_id: int, max_failures: int, lockout: timedelta
+    ) -> datetime | None:
+        """Count a failed login in one atomic UPDATE, so concurrent failures all count, and
+        lock the account on the last allowed one; returns the lock's end if this failure set it.
+        Bookkeeping, not an edit: the user's version (ETag) and updated_at stay as they are."""
+        locking = _users.c.failed_login_count + 1 >= max_failures
+        result = await self.session.execute(
+            update(_users)
+            .where(_users.c.id == user_id)
+            .values(
+                failed_login_count=case((locking, 0), else_=_users.c.failed_login_count + 1),
+                locked_until=case((locking, func.now() + lockout), else_=_users.c.locked_until),
+                updated_at=_users.c.updated_at,
+            )
+            .returning(_users.c.failed_login_count, _users.c.locked_until)
+        )
+        count, locked_until = result.one()
+        return locked_until if count == 0 else None
+
+    async def reset_login_failures(self, user_id: int) -> None:
+        await self.session.execute(
+            update(_users)
+            .where(_users.c.id == user_id)
+            .values(failed_login_count=0, locked_until=None, updated_at=_users.c.updated_at)
+        )
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.get_one_or_none(

@@ -99,6 +99,7 @@ async def update_role(
 @router.delete(
     "/{role_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=problem_responses(ForbiddenError, NotFoundError, PreconditionFailedError),
 )
 async def delete_role(

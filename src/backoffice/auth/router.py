@@ -2,18 +2,20 @@
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backoffice.auth import service
 from backoffice.auth.dependencies import CurrentPrincipal, SettingsDep
 from backoffice.auth.errors import AuthenticationError, RateLimitedError
-from backoffice.auth.rate_limit import RateLimiter
+from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
 from backoffice.core.database import SessionDep
 from backoffice.core.errors import problem_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+log = structlog.get_logger(__name__)
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 section 5.1
 
@@ -27,34 +29,40 @@ def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
 
 
 async def rate_limit_login(
-    request: Request,
-    response: Response,
-    limiter: Annotated[RateLimiter, Depends(_login_limiter)],
-) -> None:
+    request: Request, limiter: Annotated[RateLimiter, Depends(_login_limiter)]
+) -> RateLimitState | None:
+    """Count this attempt; 429 past the limit. None when the limiter's storage is down: the
+    account lockout still stands, and logins keep working (fail open, logged)."""
     client_ip = request.client.host if request.client else "unknown"
-    state = await limiter.hit(client_ip)
+    try:
+        state = await limiter.hit(client_ip)
+    except Exception:  # any storage failure (Redis down, timeout...)
+        log.exception("auth.rate_limiter_unavailable")
+        return None
     if not state.allowed:
         raise RateLimitedError(
             f"Too many login attempts; retry in {state.reset_after} s.", headers=state.headers
         )
-    response.headers.update(state.headers)
+    return state
 
 
-@router.post(
-    "/sessions",
-    responses=problem_responses(AuthenticationError, RateLimitedError),
-    dependencies=[Depends(rate_limit_login)],
-)
+@router.post("/sessions", responses=problem_responses(AuthenticationError, RateLimitedError))
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    rate_limit: Annotated[RateLimitState | None, Depends(rate_limit_login)],
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
 ) -> TokenPair:
     """Log in with the OAuth2 password form (`username` is the email). Returns an access
     token (Bearer) and a refresh token for `POST /auth/tokens`."""
-    response.headers.update(_NO_STORE)
-    return await service.login(session, settings, form.username, form.password)
+    limit_headers = rate_limit.headers if rate_limit else {}
+    response.headers.update({**_NO_STORE, **limit_headers})
+    try:
+        return await service.login(session, settings, form.username, form.password)
+    except AuthenticationError as exc:
+        exc.headers = {**exc.headers, **limit_headers}
+        raise
 
 
 @router.post("/tokens", responses=problem_responses(AuthenticationError))
@@ -70,6 +78,7 @@ async def refresh_tokens(
 @router.delete(
     "/sessions/current",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=problem_responses(AuthenticationError),
 )
 async def logout(principal: CurrentPrincipal, session: SessionDep) -> None:

@@ -12,6 +12,7 @@ from backoffice.auth.errors import (
     InvalidAccessTokenError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
+    WrongCurrentPasswordError,
 )
 from backoffice.auth.models import RefreshToken, User
 from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
@@ -142,36 +143,38 @@ async def login(session: AsyncSession, settings: Settings, email: str, password:
     if user is None:
         log.info("auth.login_failed", reason="unknown email")
         raise InvalidCredentialsError
-    now = datetime.now(UTC)
-    if user.locked_until is not None and user.locked_until > now:
+    if _is_locked(user):
         log.info("auth.login_failed", reason="account locked", user_id=user.id)
         raise InvalidCredentialsError
     if not matches:
-        await _count_failure(users, settings, user, now)
+        await _count_failure(users, settings, user)
         raise InvalidCredentialsError
     if not user.is_active:
         log.info("auth.login_failed", reason="account disabled", user_id=user.id)
         raise InvalidCredentialsError
-    changes: dict[str, object] = {"failed_login_count": 0, "locked_until": None}
+    assert user.id is not None  # noqa: S101  # loaded from the database
+    if user.failed_login_count or user.locked_until:
+        await users.reset_login_failures(user.id)
     if upgraded_hash is not None:
-        changes["hashed_password"] = upgraded_hash
-    await users.update(user, changes)
+        await users.update(user, {"hashed_password": upgraded_hash})
     pair = await start_session(session, settings, user)
     log.info("auth.login_succeeded", user_id=user.id)
     return pair
 
 
-async def _count_failure(
-    users: UserRepository, settings: Settings, user: User, now: datetime
-) -> None:
-    failures = user.failed_login_count + 1
-    if failures >= settings.login_max_failures:
-        lock_until = now + timedelta(minutes=settings.login_lockout_minutes)
-        await users.update(user, {"failed_login_count": 0, "locked_until": lock_until})
-        log.warning("auth.account_locked", user_id=user.id, until=lock_until.isoformat())
+def _is_locked(user: User) -> bool:
+    return user.locked_until is not None and user.locked_until > datetime.now(UTC)
+
+
+async def _count_failure(users: UserRepository, settings: Settings, user: User) -> None:
+    assert user.id is not None  # noqa: S101  # loaded from the database
+    locked_until = await users.record_login_failure(
+        user.id, settings.login_max_failures, timedelta(minutes=settings.login_lockout_minutes)
+    )
+    if locked_until is not None:
+        log.warning("auth.account_locked", user_id=user.id, until=locked_until.isoformat())
     else:
-        await users.update(user, {"failed_login_count": failures})
-        log.info("auth.login_failed", reason="wrong password", user_id=user.id, failures=failures)
+        log.info("auth.login_failed", reason="wrong password", user_id=user.id)
 
 
 async def refresh(session: AsyncSession, settings: Settings, refresh_token: str) -> TokenPair:
@@ -230,9 +233,14 @@ async def change_password(
     user = await users.get_by_id(principal.id)
     if user is None:
         raise InvalidAccessTokenError
+    if _is_locked(user):
+        raise ForbiddenError("Too many wrong passwords: the account is locked for a while.")
     matches, _ = verify_password(current_password, user.hashed_password)
     if not matches:
-        raise ForbiddenError("The current password is incorrect.")
+        # Counts towards the lockout like a failed login: a stolen access token must not
+        # become an unlimited password oracle.
+        await _count_failure(users, settings, user)
+        raise WrongCurrentPasswordError
     await users.update(user, {"hashed_password": hash_password(new_password)})
     await revoke_all_sessions(session, user)
     log.info("auth.password_changed", user_id=user.id)

@@ -84,7 +84,7 @@ async def change_password(
 ) -> TokenPair:
     """Needs the current password. Ends every session of the account, this one included, and
     returns a new token pair for this client."""
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
     return await service.change_password(
         session, settings, principal, data.current_password, data.new_password
     )
@@ -154,6 +154,7 @@ async def update_user(
 @router.delete(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=problem_responses(ForbiddenError, NotFoundError, PreconditionFailedError),
 )
 async def delete_user(

@@ -17,17 +17,23 @@ _REQUEST_ID_HEADER_BYTES: Final = REQUEST_ID_HEADER.lower().encode()
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-_SECRET_KEY_PARTS = ("password", "token", "secret", "authorization", "cookie")
+_SECRET_NAMES = frozenset({"password", "token", "secret", "authorization", "cookie", "set-cookie"})
+_SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key", "_hash")
 REDACTED: Final = "***"
+
+
+def _is_secret(key: str) -> bool:
+    name = key.lower()
+    return name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES)
 
 
 def redact_secrets(
     _logger: object, _method: str, event_dict: structlog.types.EventDict
 ) -> structlog.types.EventDict:
-    """Mask any value whose key names a secret, whoever logs it: a password or token must
-    never reach a log line."""
+    """Mask any value whose key names a secret (`password`, `refresh_token`, `secret_key`...),
+    whoever logs it: a password or token must never reach a log line."""
     for key in event_dict:
-        if any(part in key.lower() for part in _SECRET_KEY_PARTS):
+        if _is_secret(key):
             event_dict[key] = REDACTED
     return event_dict
 

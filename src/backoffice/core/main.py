@@ -4,13 +4,14 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from backoffice.auth.dependencies import get_current_principal
+from backoffice.auth.errors import AuthenticationError
 from backoffice.auth.roles_router import router as roles_router
 from backoffice.auth.router import router as auth_router
 from backoffice.auth.users_router import router as users_router
 from backoffice.core import health
 from backoffice.core.config import Settings, get_settings
 from backoffice.core.database import lifespan
-from backoffice.core.errors import register_error_handlers
+from backoffice.core.errors import ForbiddenError, problem_responses, register_error_handlers
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.middleware import BodySizeLimitMiddleware
 from backoffice.products.router import router as products_router
@@ -33,7 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     public_api = APIRouter(prefix=API_PREFIX)
     public_api.include_router(auth_router)
     # Authenticated by default: a route someone forgets to guard still needs a valid token.
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(get_current_principal)])
+    api = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Depends(get_current_principal)],
+        responses=problem_responses(AuthenticationError, ForbiddenError),
+    )
     api.include_router(users_router)
     api.include_router(roles_router)
     api.include_router(products_router)

@@ -116,6 +116,7 @@ async def update_product(
 @router.delete(
     "/{product_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=problem_responses(NotFoundError, PreconditionFailedError),
 )
 async def delete_product(
