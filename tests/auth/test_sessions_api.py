@@ -1,5 +1,6 @@
 """Login, lockout, rate limiting, refresh-token rotation and logout, through the HTTP API."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from sqlmodel import col
 from backoffice.auth.models import RefreshToken, User
 from backoffice.core.config import Settings
 from tests.auth.conftest import LOGIN, LOGOUT, ME, REFRESH, bearer, login
+from tests.conftest import TEST_PASSWORD
 from tests.helpers import assert_problem
 
 
@@ -286,3 +288,69 @@ async def test_logout_without_a_token_returns_401(anonymous_client: AsyncClient)
 
     assert_problem(response, 401)
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.committed
+async def test_concurrent_failed_logins_all_count_and_all_get_the_same_401(
+    committed_client: AsyncClient, settings: Settings
+) -> None:
+    """Failures are counted by one atomic UPDATE: parallel guesses can neither dodge the
+    lockout nor reveal, by a different answer, that the account exists."""
+    created = await committed_client.post(
+        "/api/v1/users",
+        json={"email": "racer@example.com", "password": "a long enough password", "full_name": "R"},
+    )
+    assert created.status_code == 201
+    attempts = settings.login_max_failures - 1
+
+    responses = await asyncio.gather(
+        *(login(committed_client, "racer@example.com", f"wrong guess {n}") for n in range(attempts))
+    )
+
+    assert {response.status_code for response in responses} == {401}
+    user = (await committed_client.get(f"/api/v1/users/{created.json()['id']}")).json()
+    assert user["version"] == 1  # bookkeeping, not an edit: the ETag did not move
+    await login(committed_client, "racer@example.com", "one more wrong guess")
+    locked = await login(committed_client, "racer@example.com", "a long enough password")
+    assert_problem(locked, 401, "invalid-credentials")
+
+
+async def test_failed_logins_answer_with_rate_limit_headers_too(
+    anonymous_client: AsyncClient, member: User
+) -> None:
+    response = await login(anonymous_client, member.email, "wrong password!!")
+
+    assert_problem(response, 401)
+    assert response.headers["ratelimit-limit"] == "10"
+    assert response.headers["ratelimit-remaining"] == "9"
+
+
+async def test_request_without_token_gets_a_plain_bearer_challenge(
+    anonymous_client: AsyncClient,
+) -> None:
+    response = await anonymous_client.get(ME)
+
+    assert_problem(response, 401, "missing-token")
+    assert response.headers["www-authenticate"] == "Bearer"  # RFC 6750 3.1: no error code
+
+
+async def test_wrong_current_passwords_count_towards_the_lockout(
+    anonymous_client: AsyncClient, session: AsyncSession, settings: Settings, member: User
+) -> None:
+    from tests.conftest import tokens_for
+
+    headers = bearer((await tokens_for(session, settings, member)).access_token)
+    change = {"new_password": "a new long passphrase"}
+    for n in range(settings.login_max_failures):
+        wrong = await anonymous_client.put(
+            f"{ME}/password", json=change | {"current_password": f"guess {n}"}, headers=headers
+        )
+        assert_problem(wrong, 403, "wrong-current-password")
+
+    right = await anonymous_client.put(
+        f"{ME}/password", json=change | {"current_password": TEST_PASSWORD}, headers=headers
+    )
+
+    assert_problem(right, 403)
+    assert "locked" in right.json()["detail"]
+    assert (await reload(session, member)).locked_until is not None
