@@ -7,6 +7,7 @@ migrations when DATABASE_URL is unset), then hand the resolved URL to uvicorn's 
 import argparse
 import asyncio
 import os
+from typing import Any
 
 import uvicorn
 
@@ -43,7 +44,8 @@ def _prepare_database(*, migrate: bool) -> str:
     return url
 
 
-def _run(args: argparse.Namespace) -> None:
+def _start_server(**options: Any) -> None:
+    """Prepare the database, then serve the app with uvloop and httptools."""
     settings = get_settings()
     _prepare_database(migrate=settings.database_url is None)
     uvicorn.run(
@@ -51,24 +53,19 @@ def _run(args: argparse.Namespace) -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
-        reload=args.reload,
-        reload_dirs=["src"] if args.reload else None,
         loop="uvloop",
         http="httptools",
+        **options,
     )
 
 
+def _run(args: argparse.Namespace) -> None:
+    _start_server(reload=args.reload, reload_dirs=["src"] if args.reload else None)
+
+
 def _serve(_: argparse.Namespace) -> None:
-    settings = get_settings()
-    _prepare_database(migrate=settings.database_url is None)
-    uvicorn.run(
-        APP,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
+    _start_server(
+        workers=get_settings().workers,
         access_log=False,
         proxy_headers=True,
         server_header=False,
