@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 section 5.1
 
 
-def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
+async def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
     state = request.app.state
     if not hasattr(state, "login_limiter"):
         state.login_limiter = RateLimiter.for_login(settings)

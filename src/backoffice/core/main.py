@@ -39,9 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(get_current_principal)],
         responses=problem_responses(AuthenticationError, ForbiddenError),
     )
+    # Routes are matched in order: the busiest routers first.
+    api.include_router(products_router)
     api.include_router(users_router)
     api.include_router(roles_router)
-    api.include_router(products_router)
     app.include_router(public_api)
     app.include_router(api)
     app.include_router(health.router)
