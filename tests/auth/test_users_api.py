@@ -40,6 +40,7 @@ USER_FIELDS = {
 VIEWER_PERMISSIONS = ["customers:read", "products:read", "tasks:read"]
 
 SignIn = Callable[[User], Awaitable[AsyncClient]]
+
 _role_numbers = count(1)
 
 
@@ -86,6 +87,18 @@ def user_page(response: Response) -> list[dict[str, Any]]:
     return items
 
 
+async def pages_of(client: AsyncClient, **params: Any) -> list[list[dict[str, Any]]]:
+    """Every page of the user list, following `next_cursor` to the end."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor: str | None = None
+    while True:
+        response = await client.get(USERS, params=params | ({"cursor": cursor} if cursor else {}))
+        pages.append(user_page(response))
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return pages
+
+
 async def stored(session: AsyncSession, user_id: int | None) -> User | None:
     result = await session.execute(
         select(User).where(col(User.id) == user_id).execution_options(populate_existing=True)
@@ -100,11 +113,9 @@ async def stored_role_ids(session: AsyncSession, user_id: int | None) -> set[int
     return set(result)
 
 
-async def store_role(
-    session: AsyncSession, grants: dict[str, list[str]], name: str | None = None
-) -> tuple[int, str]:
+async def store_role(session: AsyncSession, grants: dict[str, list[str]]) -> tuple[int, str]:
     """A stored role with these grants (module -> actions): its id and name."""
-    role = Role(name=name or f"custom-{next(_role_numbers)}")
+    role = Role(name=f"custom-{next(_role_numbers)}")
     session.add(role)
     await session.flush()
     assert role.id is not None
@@ -113,12 +124,10 @@ async def store_role(
     return role.id, role.name
 
 
-async def user_with_grants(
-    session: AsyncSession, *grant_sets: dict[str, list[str]], email: str | None = None
-) -> User:
+async def user_with_grants(session: AsyncSession, *grant_sets: dict[str, list[str]]) -> User:
     """A user holding one custom role per grant set."""
-    names = [(await store_role(session, grants))[1] for grant_sets_item in [grant_sets] for grants in grant_sets_item]
-    return await create_user(session, email=email, roles=names)
+    names = [(await store_role(session, grants))[1] for grants in grant_sets]
+    return await create_user(session, roles=names)
 
 
 async def user_count(session: AsyncSession, email: str) -> int:
@@ -234,8 +243,11 @@ async def test_change_password_ends_the_session_it_was_made_in(
     user = await create_user(session)
     old = await tokens_for(session, settings, user)
 
-    await anonymous_client.put(MY_PASSWORD, json=password_change(), headers=bearer(old.access_token))
+    changed = await anonymous_client.put(
+        MY_PASSWORD, json=password_change(), headers=bearer(old.access_token)
+    )
 
+    assert changed.status_code == 200, changed.text
     stale = await anonymous_client.get(ME, headers=bearer(old.access_token))
     assert_problem(stale, 401)
     assert stale.headers["www-authenticate"].startswith("Bearer")
@@ -272,8 +284,11 @@ async def test_after_a_password_change_only_the_new_password_logs_in(
     user = await create_user(session, email="changer@example.com")
     pair = await tokens_for(session, settings, user)
 
-    await anonymous_client.put(MY_PASSWORD, json=password_change(), headers=bearer(pair.access_token))
+    changed = await anonymous_client.put(
+        MY_PASSWORD, json=password_change(), headers=bearer(pair.access_token)
+    )
 
+    assert changed.status_code == 200, changed.text
     with_new = await login(anonymous_client, "changer@example.com", NEW_PASSWORD)
     assert with_new.status_code == 200
     assert with_new.json()["access_token"]
@@ -293,7 +308,7 @@ async def test_change_password_with_wrong_current_password_returns_403_and_keeps
         headers=bearer(pair.access_token),
     )
 
-    assert_problem(response, 403, "forbidden")
+    assert_problem(response, 403)
     row = await stored(session, user.id)
     assert row is not None
     assert row.hashed_password == hash_before
@@ -393,6 +408,7 @@ async def test_create_user_with_duplicate_email_in_another_case_returns_409(
         ({"is_superuser": True}, "body.is_superuser"),
         ({"is_active": False}, "body.is_active"),
         ({"id": 99}, "body.id"),
+        ({"role_ids": [1]}, "body.role_ids"),
         ({"hashed_password": "$argon2id$forged"}, "body.hashed_password"),
     ],
 )
@@ -411,39 +427,20 @@ async def test_create_user_with_invalid_or_unknown_field_returns_422_naming_it(
 # --- GET /users -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sort", ["created_at", "-created_at"])
 async def test_list_users_pages_through_everyone_with_a_keyset_cursor(
-    client: AsyncClient, session: AsyncSession, superuser: User
+    client: AsyncClient, session: AsyncSession, superuser: User, sort: str
 ) -> None:
     others = [await create_user(session) for _ in range(4)]
-    expected = [superuser.id, *(user.id for user in others)]
+    oldest_first = [superuser.id, *(user.id for user in others)]
+    expected = oldest_first if sort == "created_at" else oldest_first[::-1]
 
-    seen: list[int] = []
-    pages = 0
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        response = await client.get(USERS, params=params)
-        seen += [item["id"] for item in user_page(response)]
-        pages += 1
-        cursor = response.json()["next_cursor"]
-        if cursor is None:
-            break
+    pages = await pages_of(client, limit=2, sort=sort)
 
-    assert seen == expected
-    assert pages == 3
-
-
-async def test_list_users_sorted_newest_first(
-    client: AsyncClient, session: AsyncSession, superuser: User
-) -> None:
-    others = [await create_user(session) for _ in range(2)]
-
-    response = await client.get(USERS, params={"sort": "-created_at"})
-
-    assert [item["id"] for item in user_page(response)] == [
-        others[1].id,
-        others[0].id,
-        superuser.id,
+    assert [[item["id"] for item in page] for page in pages] == [
+        expected[:2],
+        expected[2:4],
+        expected[4:],
     ]
 
 
@@ -460,7 +457,10 @@ async def test_list_users_sorted_newest_first(
 async def test_list_users_filters_on_email_or_name_case_insensitively(
     client: AsyncClient, session: AsyncSession, q: str, expected: list[str]
 ) -> None:
-    for email, name in [("ada.l@example.com", "Ada Lovelace"), ("grace.h@example.com", "Grace Hopper")]:
+    for email, name in [
+        ("ada.l@example.com", "Ada Lovelace"),
+        ("grace.h@example.com", "Grace Hopper"),
+    ]:
         user = await create_user(session, email=email)
         user.full_name = name
     await session.commit()
@@ -692,6 +692,18 @@ async def test_patch_user_with_invalid_body_returns_422_and_changes_nothing(
     assert row.version == 1
 
 
+async def test_patch_user_with_empty_body_changes_nothing(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    user = await create_user(session)
+
+    response = await client.patch(f"{USERS}/{user.id}", json={})
+
+    assert response.status_code == 200
+    assert user_body(response)["version"] == 1
+    assert response.headers["etag"] == '"1"'
+
+
 async def test_patch_missing_user_returns_404(client: AsyncClient) -> None:
     assert_problem(await client.patch(f"{USERS}/999999", json={"full_name": "x"}), 404)
 
@@ -735,8 +747,9 @@ async def test_deleting_a_user_ends_their_sessions(
     user = await create_user(session)
     pair = await tokens_for(session, settings, user)
 
-    await client.delete(f"{USERS}/{user.id}")
+    deleted = await client.delete(f"{USERS}/{user.id}")
 
+    assert deleted.status_code == 204
     assert_problem(await anonymous_client.get(ME, headers=bearer(pair.access_token)), 401)
     refresh = await anonymous_client.post(REFRESH, json={"refresh_token": pair.refresh_token})
     assert_problem(refresh, 401)
@@ -903,6 +916,36 @@ async def test_superuser_can_make_another_user_superuser(
     assert row.is_superuser is True
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "allowed_status"),
+    [
+        ("PATCH", {"is_active": False}, 200),
+        ("PATCH", {"email": "taken-over@example.com"}, 200),
+        ("DELETE", None, 204),
+    ],
+)
+async def test_a_user_admin_cannot_manage_an_account_with_permissions_they_lack(
+    session: AsyncSession,
+    sign_in: SignIn,
+    method: str,
+    body: dict[str, Any] | None,
+    allowed_status: int,
+) -> None:
+    actor_client = await sign_in(await user_with_grants(session, {"users": ["update", "delete"]}))
+    viewer = await create_user(session, email="viewer@example.com", roles=["viewer"])
+    powerless = await create_user(session)
+
+    refused = await actor_client.request(method, f"{USERS}/{viewer.id}", json=body)
+    allowed = await actor_client.request(method, f"{USERS}/{powerless.id}", json=body)
+
+    problem = assert_problem(refused, 403, "forbidden")
+    assert "products:read" in problem["detail"]
+    row = await stored(session, viewer.id)
+    assert row is not None
+    assert (row.email, row.is_active, row.version) == ("viewer@example.com", True, 1)
+    assert allowed.status_code == allowed_status, allowed.text
+
+
 # --- PUT /users/{id}/roles ------------------------------------------------------------------
 
 
@@ -921,7 +964,9 @@ async def test_assigning_a_role_that_grants_more_than_you_hold_returns_403_and_c
     reader, _ = await store_role(session, {"roles": ["read"]})
     role_ids = [reader, remover] if with_allowed_role else [remover]
 
-    response = await user_admin_client.put(f"{USERS}/{target.id}/roles", json={"role_ids": role_ids})
+    response = await user_admin_client.put(
+        f"{USERS}/{target.id}/roles", json={"role_ids": role_ids}
+    )
 
     problem = assert_problem(response, 403, "forbidden")
     assert "products:delete" in problem["detail"]
@@ -934,7 +979,9 @@ async def test_assigning_a_role_within_your_permissions_returns_200(
     target = await create_user(session)
     reader, name = await store_role(session, {"roles": ["read"]})
 
-    response = await user_admin_client.put(f"{USERS}/{target.id}/roles", json={"role_ids": [reader]})
+    response = await user_admin_client.put(
+        f"{USERS}/{target.id}/roles", json={"role_ids": [reader]}
+    )
 
     assert response.status_code == 200, response.text
     [role] = response.json()
@@ -955,7 +1002,9 @@ async def test_removing_a_role_that_grants_more_than_you_hold_returns_403(
     assert await stored_role_ids(session, target.id) == before
 
 
-async def test_put_roles_replaces_the_users_roles(client: AsyncClient, session: AsyncSession) -> None:
+async def test_put_roles_replaces_the_users_roles(
+    client: AsyncClient, session: AsyncSession
+) -> None:
     target = await create_user(session, roles=["viewer"])
     first, _ = await store_role(session, {"products": ["update"]})
     second, _ = await store_role(session, {"tasks": []})
@@ -985,9 +1034,7 @@ async def test_put_roles_with_a_missing_role_id_returns_422_naming_it(
     target = await create_user(session)
     real, _ = await store_role(session, {"tasks": []})
 
-    response = await client.put(
-        f"{USERS}/{target.id}/roles", json={"role_ids": [real, 987654]}
-    )
+    response = await client.put(f"{USERS}/{target.id}/roles", json={"role_ids": [real, 987654]})
 
     problem = assert_problem(response, 422)
     assert "987654" in problem["detail"]
@@ -995,22 +1042,33 @@ async def test_put_roles_with_a_missing_role_id_returns_422_naming_it(
     assert await stored_role_ids(session, target.id) == set()
 
 
+async def test_put_roles_with_duplicate_ids_returns_422(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    target = await create_user(session)
+    role_id, _ = await store_role(session, {"tasks": []})
+
+    response = await client.put(f"{USERS}/{target.id}/roles", json={"role_ids": [role_id, role_id]})
+
+    problem = assert_problem(response, 422, "validation-error")
+    assert "body.role_ids" in {error["field"] for error in problem["errors"]}
+    assert await stored_role_ids(session, target.id) == set()
+
+
 @pytest.mark.parametrize(
     "body",
-    [{"role_ids": "dup"}, {"role_ids": [0]}, {"role_ids": None}, {}, {"role_ids": [], "x": 1}],
+    [{"role_ids": [0]}, {"role_ids": ["1"]}, {"role_ids": None}, {}, {"role_ids": [], "x": 1}],
 )
 async def test_put_roles_with_invalid_body_returns_422(
     client: AsyncClient, session: AsyncSession, body: dict[str, Any]
 ) -> None:
-    target = await create_user(session)
-    if body.get("role_ids") == "dup":
-        role_id, _ = await store_role(session, {"tasks": []})
-        body = {"role_ids": [role_id, role_id]}
+    target = await create_user(session, roles=["viewer"])
+    before = await stored_role_ids(session, target.id)
 
     response = await client.put(f"{USERS}/{target.id}/roles", json=body)
 
     assert_problem(response, 422, "validation-error")
-    assert await stored_role_ids(session, target.id) == set()
+    assert await stored_role_ids(session, target.id) == before
 
 
 async def test_put_roles_of_a_missing_user_returns_404(client: AsyncClient) -> None:
@@ -1038,7 +1096,9 @@ async def test_permissions_of_a_viewer_are_reading_the_business_modules(
     assert await permissions_of(client, viewer) == VIEWER_PERMISSIONS
 
 
-async def test_permissions_of_a_grant_include_read(client: AsyncClient, session: AsyncSession) -> None:
+async def test_permissions_of_a_grant_include_read(
+    client: AsyncClient, session: AsyncSession
+) -> None:
     user = await user_with_grants(session, {"products": ["update"]})
 
     assert await permissions_of(client, user) == ["products:read", "products:update"]
@@ -1097,7 +1157,8 @@ async def test_permissions_take_effect_on_the_next_request(
 
 # --- RBAC on /users -------------------------------------------------------------------------
 
-ADMIN_ROUTES = [
+Route = tuple[str, str, dict[str, Any] | None]
+ADMIN_ROUTES: list[Route] = [
     ("GET", USERS, None),
     ("POST", USERS, {"email": "made@example.com", "password": NEW_PASSWORD, "full_name": "M"}),
     ("GET", f"{USERS}/{{id}}", None),
@@ -1109,14 +1170,13 @@ ADMIN_ROUTES = [
 ROUTE_IDS = [f"{method} {path}" for method, path, _ in ADMIN_ROUTES]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES, ids=ROUTE_IDS)
+@pytest.mark.parametrize("route", ADMIN_ROUTES, ids=ROUTE_IDS)
 async def test_a_viewer_gets_403_on_user_administration(
     session: AsyncSession,
     sign_in: SignIn,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
+    route: Route,
 ) -> None:
+    method, path, body = route
     target = await create_user(session, email="target@example.com", roles=["viewer"])
     viewer_client = await sign_in(await create_user(session, roles=["viewer"]))
 
@@ -1131,14 +1191,13 @@ async def test_a_viewer_gets_403_on_user_administration(
     assert await user_count(session, "made@example.com") == 0
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES, ids=ROUTE_IDS)
+@pytest.mark.parametrize("route", ADMIN_ROUTES, ids=ROUTE_IDS)
 async def test_anonymous_gets_401_on_user_administration(
     anonymous_client: AsyncClient,
     session: AsyncSession,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
+    route: Route,
 ) -> None:
+    method, path, body = route
     target = await create_user(session)
 
     response = await anonymous_client.request(method, path.format(id=target.id), json=body)

@@ -113,7 +113,7 @@ class UserRepository(BaseRepository[User]):
             .join(_user_roles, _user_roles.c.role_id == _grants.c.role_id)
             .where(_user_roles.c.user_id == user_id)
         )
-        return [(module, list(actions)) for module, actions in result.tuples()]
+        return [(module, list(actions)) for module, actions in result]
 
     async def role_ids_of(self, user_id: int) -> list[int]:
         result = await self.session.scalars(
@@ -143,7 +143,7 @@ class RoleRepository(BaseRepository[Role]):
             .order_by(_grants.c.role_id, _grants.c.module)
         )
         by_role: dict[int, list[tuple[str, list[str]]]] = {rid: [] for rid in role_ids}
-        for role_id, module, actions in result.tuples():
+        for role_id, module, actions in result:
             by_role[role_id].append((module, sorted(actions)))
         return by_role
 
