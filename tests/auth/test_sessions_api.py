@@ -354,3 +354,20 @@ async def test_wrong_current_passwords_count_towards_the_lockout(
     assert_problem(right, 403)
     assert "locked" in right.json()["detail"]
     assert (await reload(session, member)).locked_until is not None
+
+
+async def test_swagger_authorize_button_can_log_in(
+    anonymous_client: AsyncClient, member: User
+) -> None:
+    """Swagger UI's password flow posts this exact form to the scheme's tokenUrl."""
+    document = (await anonymous_client.get("/openapi.json")).json()
+    flow = document["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
+    form = {"grant_type": "password", "username": member.email, "password": TEST_PASSWORD}
+
+    response = await anonymous_client.post(flow["tokenUrl"], data=form | {"scope": ""})
+
+    assert response.status_code == 200
+    token = response.json()["access_token"]
+    assert (await anonymous_client.get(ME, headers=bearer(token))).status_code == 200
+    secured = document["paths"]["/api/v1/products"]["get"]["security"]
+    assert secured == [{"OAuth2PasswordBearer": []}]
