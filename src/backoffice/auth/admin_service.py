@@ -2,18 +2,17 @@
 only a superuser grants superuser, and anyone else can only hand out (in roles, or roles to
 users) permissions they hold themselves."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Select, func, or_
+from sqlalchemy import ColumnElement, RowMapping, Select, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.models import Role, User
-from backoffice.auth.permissions import Module, Permission, effective_permissions
+from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
 from backoffice.auth.repository import RoleRepository, UserRepository
 from backoffice.auth.schemas import (
-    GrantRead,
     PermissionsRead,
     RoleCreate,
     RoleListQuery,
@@ -31,6 +30,7 @@ from backoffice.auth.tokens import hash_password
 from backoffice.core.conditional import check_if_match
 from backoffice.core.errors import ForbiddenError, InvalidInputError, NotFoundError
 from backoffice.core.pagination import KeysetOrder, Page
+from backoffice.core.repository import contains_pattern
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +54,11 @@ ROLE_ORDERS = {
 }
 
 
-def _grant_permissions(grants: Iterable[tuple[str, Iterable[str]]]) -> frozenset[Permission]:
-    return effective_permissions(
-        ((Module(module), actions) for module, actions in grants),  # type: ignore[misc]
-        is_superuser=False,
-    )
+def _grant_permissions(
+    grants: Iterable[tuple[str, Iterable[str]]], *, is_superuser: bool = False
+) -> frozenset[Permission]:
+    typed = ((Module(module), [Action(a) for a in actions]) for module, actions in grants)
+    return effective_permissions(typed, is_superuser=is_superuser)
 
 
 def _ensure_holds(
@@ -97,7 +97,7 @@ async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRe
     repository = UserRepository(session)
     conditions: list[ColumnElement[bool]] = []
     if query.q is not None:
-        pattern = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = contains_pattern(query.q)
         conditions.append(or_(User.email.ilike(pattern), User.full_name.ilike(pattern)))  # type: ignore[attr-defined]
     if query.is_active is not None:
         conditions.append(User.is_active == query.is_active)  # type: ignore[arg-type]
@@ -184,10 +184,7 @@ async def set_user_roles(
 async def user_permissions(session: AsyncSession, user_id: int) -> PermissionsRead:
     user = await _load_user(session, user_id)
     grants = await UserRepository(session).grants_of(user_id)
-    permissions = effective_permissions(
-        ((Module(module), actions) for module, actions in grants),  # type: ignore[misc]
-        is_superuser=user.is_superuser,
-    )
+    permissions = _grant_permissions(grants, is_superuser=user.is_superuser)
     return PermissionsRead(
         user_id=user_id,
         is_superuser=user.is_superuser,
@@ -198,12 +195,11 @@ async def user_permissions(session: AsyncSession, user_id: int) -> PermissionsRe
 # --- roles ----------------------------------------------------------------------------------
 
 
-def _role_read(role: Role, grants: list[tuple[str, list[str]]]) -> RoleRead:
+def _role_read(
+    role: Mapping[str, Any] | RowMapping, grants: list[tuple[str, list[str]]]
+) -> RoleRead:
     return RoleRead.model_validate(
-        {
-            **role.model_dump(),
-            "grants": [GrantRead.model_validate({"module": m, "actions": a}) for m, a in grants],
-        }
+        {**role, "grants": [{"module": m, "actions": a} for m, a in grants]}
     )
 
 
@@ -217,7 +213,7 @@ async def _load_role(session: AsyncSession, role_id: int) -> Role:
 async def get_role(session: AsyncSession, role_id: int) -> RoleRead:
     role = await _load_role(session, role_id)
     grants = await RoleRepository(session).grants([role_id])
-    return _role_read(role, grants[role_id])
+    return _role_read(role.model_dump(), grants[role_id])
 
 
 async def list_roles(session: AsyncSession, query: RoleListQuery) -> Page[RoleRead]:
@@ -226,15 +222,7 @@ async def list_roles(session: AsyncSession, query: RoleListQuery) -> Page[RoleRe
         repository.get_rows_statement(), ROLE_ORDERS[query.sort], query.cursor, query.limit
     )
     grants = await repository.grants([row["id"] for row in rows])
-    items = [
-        RoleRead.model_validate(
-            {
-                **row,
-                "grants": [{"module": m, "actions": a} for m, a in grants[row["id"]]],
-            }
-        )
-        for row in rows
-    ]
+    items = [_role_read(row, grants[row["id"]]) for row in rows]
     return Page[RoleRead](items=items, next_cursor=cursor)
 
 

@@ -12,8 +12,6 @@ from backoffice.auth.service import Principal
 from backoffice.core.conditional import (
     IfMatchHeader,
     IfNoneMatchHeader,
-    is_not_modified,
-    not_modified_response,
     versioned_response,
 )
 from backoffice.core.database import ReadSessionDep, SessionDep
@@ -72,9 +70,7 @@ async def get_role(
     role_id: RoleId, _: RolesRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
 ) -> Response:
     role = await admin_service.get_role(session, role_id)
-    if is_not_modified(if_none_match, role.version):
-        return not_modified_response(role.version)
-    return versioned_response(role, role.version)
+    return versioned_response(role, role.version, if_none_match=if_none_match)
 
 
 @router.patch(

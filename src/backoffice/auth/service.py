@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.errors import (
@@ -86,15 +87,15 @@ async def authenticate(session: AsyncSession, settings: Settings, token: str) ->
     )
 
 
-def _principal_failure(row: object, claims: AccessClaims) -> str | None:
+def _principal_failure(row: RowMapping | None, claims: AccessClaims) -> str | None:
     if row is None:
         return "user no longer exists"
     checks = {
-        "user is deactivated": not row["is_active"],  # type: ignore[index]
-        "token issued before the user's sessions were revoked": row["token_version"]  # type: ignore[index]
+        "user is deactivated": not row["is_active"],
+        "token issued before the user's sessions were revoked": row["token_version"]
         != claims.token_version,
-        "token was revoked (logout)": row["token_revoked"],  # type: ignore[index]
-        "session was ended": not row["session_alive"],  # type: ignore[index]
+        "token was revoked (logout)": row["token_revoked"],
+        "session was ended": not row["session_alive"],
     }
     return next((reason for reason, failed in checks.items() if failed), None)
 

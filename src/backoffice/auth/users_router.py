@@ -24,8 +24,6 @@ from backoffice.auth.service import Principal
 from backoffice.core.conditional import (
     IfMatchHeader,
     IfNoneMatchHeader,
-    is_not_modified,
-    not_modified_response,
     versioned_response,
 )
 from backoffice.core.database import ReadSessionDep, SessionDep
@@ -126,10 +124,8 @@ async def create_user(
 async def get_user(
     user_id: UserId, _: UsersRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
 ) -> Response:
-    user = await admin_service.get_user(session, user_id)
-    if is_not_modified(if_none_match, user.version):
-        return not_modified_response(user.version)
-    return _user_response(user)
+    read = UserRead.model_validate(await admin_service.get_user(session, user_id))
+    return versioned_response(read, read.version, if_none_match=if_none_match)
 
 
 @router.patch(

@@ -55,16 +55,16 @@ def versioned_response(
     *,
     status_code: int = 200,
     headers: Mapping[str, str] | None = None,
+    if_none_match: str | None = None,
 ) -> Response:
     """The JSON body with its ETag, serialized once (the route declares `response_model` for
-    the OpenAPI document, so FastAPI does not validate and serialize it a second time)."""
+    the OpenAPI document, so FastAPI does not validate and serialize it a second time); a
+    bodiless 304 instead when `if_none_match` shows the client's copy is current."""
+    if is_not_modified(if_none_match, version):
+        return Response(status_code=304, headers={"ETag": etag(version)})
     return Response(
         body.model_dump_json(),
         status_code=status_code,
         media_type="application/json",
         headers={"ETag": etag(version), **(headers or {})},
     )
-
-
-def not_modified_response(version: int) -> Response:
-    return Response(status_code=304, headers={"ETag": etag(version)})

@@ -47,6 +47,12 @@ _DEFAULT_ERRORS: Mapping[str | None, DomainError] = {
 }
 
 
+def contains_pattern(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, its `%`, `_` and `\\` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 class BaseRepository[M: SQLModel]:
     model: ClassVar[type[Any]]
     # Constraint name -> the error a client should see when it is violated.

@@ -8,8 +8,6 @@ from backoffice.auth.service import Principal
 from backoffice.core.conditional import (
     IfMatchHeader,
     IfNoneMatchHeader,
-    is_not_modified,
-    not_modified_response,
     versioned_response,
 )
 from backoffice.core.database import ReadSessionDep, SessionDep
@@ -91,9 +89,7 @@ async def get_product(
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     product = await service.get_product(session, product_id)
-    if is_not_modified(if_none_match, product.version):
-        return not_modified_response(product.version)
-    return versioned_response(product, product.version)
+    return versioned_response(product, product.version, if_none_match=if_none_match)
 
 
 @router.patch(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backoffice.core.conditional import check_if_match
 from backoffice.core.errors import ConflictError, NotFoundError
 from backoffice.core.pagination import KeysetOrder, Page
+from backoffice.core.repository import contains_pattern
 from backoffice.products.models import Product
 from backoffice.products.repository import ProductRepository
 from backoffice.products.schemas import (
@@ -36,15 +37,10 @@ def _not_found(product_id: int) -> NotFoundError:
     return NotFoundError(f"Product {product_id} does not exist.")
 
 
-def _contains(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.q is not None:
-        pattern = _contains(query.q)
+        pattern = contains_pattern(query.q)
         conditions.append(or_(Product.name.ilike(pattern), Product.sku.ilike(pattern)))  # type: ignore[attr-defined]
     if query.is_active is not None:
         conditions.append(Product.is_active == query.is_active)  # type: ignore[arg-type]
