@@ -145,40 +145,45 @@ async def test_applying_again_is_a_no_op(database_url: str, migrations_dir: Path
     assert await apply_migrations(database_url, migrations_dir) == []
 
 
-async def test_a_tampered_migration_is_refused(
-    scratch_database: str, migrations_dir: Path, tmp_path: Path
-) -> None:
-    directory = tmp_path / "migrations"
-    shutil.copytree(migrations_dir, directory)
+@pytest.fixture
+def directory(migrations_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the project's migrations, for a test to tamper with."""
+    copy = tmp_path / "migrations"
+    shutil.copytree(migrations_dir, copy)
+    return copy
+
+
+def edit_first_migration(directory: Path, appended: bytes) -> None:
     first = min(directory.glob("*.sql"))
-    first.write_bytes(first.read_bytes() + b"\n-- sneaky edit\n")
+    first.write_bytes(first.read_bytes() + appended)
+
+
+def rehash(directory: Path) -> None:
+    (directory / SUM_FILE).write_text(compute_sum_file(read_migration_files(directory)))
+
+
+async def test_a_tampered_migration_is_refused(scratch_database: str, directory: Path) -> None:
+    edit_first_migration(directory, b"\n-- sneaky edit\n")
 
     with pytest.raises(MigrationError, match="does not match"):
         await apply_migrations(scratch_database, directory)
 
 
-async def test_a_changed_applied_migration_is_refused(
-    database_url: str, migrations_dir: Path, tmp_path: Path
-) -> None:
-    directory = tmp_path / "migrations"
-    shutil.copytree(migrations_dir, directory)
-    first = min(directory.glob("*.sql"))
-    first.write_bytes(first.read_bytes() + b"\n-- edited after apply\n")
-    (directory / SUM_FILE).write_text(compute_sum_file(read_migration_files(directory)))
+async def test_a_changed_applied_migration_is_refused(database_url: str, directory: Path) -> None:
+    edit_first_migration(directory, b"\n-- edited after apply\n")
+    rehash(directory)
 
     with pytest.raises(MigrationError, match="changed after it was applied"):
         await apply_migrations(database_url, directory)
 
 
 async def test_a_failing_migration_leaves_nothing_behind(
-    scratch_database: str, migrations_dir: Path, tmp_path: Path
+    scratch_database: str, directory: Path
 ) -> None:
-    directory = tmp_path / "migrations"
-    shutil.copytree(migrations_dir, directory)
     (directory / "99990101000000_broken.sql").write_text(
         "CREATE TABLE half_done (id int);\nSELECT * FROM no_such_table;\n"
     )
-    (directory / SUM_FILE).write_text(compute_sum_file(read_migration_files(directory)))
+    rehash(directory)
 
     with pytest.raises(asyncpg.UndefinedTableError):
         await apply_migrations(scratch_database, directory)
