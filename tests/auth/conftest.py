@@ -1,4 +1,5 @@
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 
 import pytest
 from fastapi import FastAPI
@@ -7,12 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
-from tests.conftest import TEST_PASSWORD, _client, create_user
+from tests.conftest import TEST_PASSWORD, _client, create_user, tokens_for
 
 LOGIN = "/api/v1/auth/sessions"
 REFRESH = "/api/v1/auth/tokens"
 LOGOUT = "/api/v1/auth/sessions/current"
 ME = "/api/v1/users/me"
+
+SignIn = Callable[[User], Awaitable[AsyncClient]]
 
 
 async def login(client: AsyncClient, email: str, password: str = TEST_PASSWORD) -> Response:
@@ -37,11 +40,12 @@ def rate_limited_settings(app: FastAPI, settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def member_client(
-    app: FastAPI, session: AsyncSession, settings: Settings, member: User
-) -> AsyncIterator[AsyncClient]:
-    from tests.conftest import tokens_for
+async def sign_in(app: FastAPI, session: AsyncSession, settings: Settings) -> AsyncIterator[SignIn]:
+    """Clients signed in as any user, each with a session of its own, closed after the test."""
+    async with AsyncExitStack() as clients:
 
-    pair = await tokens_for(session, settings, member)
-    async with _client(app, pair.access_token) as client:
-        yield client
+        async def sign_in(user: User) -> AsyncClient:
+            pair = await tokens_for(session, settings, user)
+            return await clients.enter_async_context(_client(app, pair.access_token))
+
+        yield sign_in

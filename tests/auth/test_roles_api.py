@@ -1,13 +1,10 @@
 """The roles API (`/roles`, the `roles` module): roles and their module grants, and the rule
 that nobody can hand out, through a role, a permission they do not hold."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from itertools import count
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,8 +12,8 @@ from sqlmodel import col
 
 from backoffice.auth.models import Role, RoleGrant, User
 from backoffice.auth.repository import RoleRepository
-from backoffice.core.config import Settings
-from tests.conftest import _client, create_user, tokens_for
+from tests.auth.conftest import SignIn
+from tests.conftest import create_user
 from tests.helpers import assert_problem
 
 ROLES = "/api/v1/roles"
@@ -24,24 +21,10 @@ USERS = "/api/v1/users"
 PRODUCTS = "/api/v1/products"
 ROLE_FIELDS = {"id", "name", "description", "grants", "created_at", "updated_at", "version"}
 
-SignIn = Callable[[User], Awaitable[AsyncClient]]
-
 _role_numbers = count(1)
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def sign_in(app: FastAPI, session: AsyncSession, settings: Settings) -> AsyncIterator[SignIn]:
-    """Clients signed in as any user, each with a session of its own, closed after the test."""
-    async with AsyncExitStack() as clients:
-
-        async def sign_in(user: User) -> AsyncClient:
-            pair = await tokens_for(session, settings, user)
-            return await clients.enter_async_context(_client(app, pair.access_token))
-
-        yield sign_in
 
 
 def grant(module: str, *actions: str) -> dict[str, Any]:

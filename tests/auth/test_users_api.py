@@ -1,13 +1,10 @@
 """The users API: your own account under `/users/me`, and user administration under `/users`
 (the `users` module), including the rule that nobody can raise their own privileges."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from itertools import count
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,13 +13,13 @@ from sqlmodel import col
 from backoffice.auth.models import Role, User, UserRole
 from backoffice.auth.repository import RoleRepository
 from backoffice.core.config import Settings
-from tests.conftest import TEST_PASSWORD, _client, create_user, tokens_for
+from tests.auth.conftest import SignIn, bearer, login
+from tests.conftest import TEST_PASSWORD, create_user, tokens_for
 from tests.helpers import assert_problem
 
 USERS = "/api/v1/users"
 ME = f"{USERS}/me"
 MY_PASSWORD = f"{ME}/password"
-LOGIN = "/api/v1/auth/sessions"
 REFRESH = "/api/v1/auth/tokens"
 PRODUCTS = "/api/v1/products"
 
@@ -39,36 +36,14 @@ USER_FIELDS = {
 }
 VIEWER_PERMISSIONS = ["customers:read", "products:read", "tasks:read"]
 
-SignIn = Callable[[User], Awaitable[AsyncClient]]
-
 _role_numbers = count(1)
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def sign_in(app: FastAPI, session: AsyncSession, settings: Settings) -> AsyncIterator[SignIn]:
-    """Clients signed in as any user, each with a session of its own, closed after the test."""
-    async with AsyncExitStack() as clients:
-
-        async def sign_in(user: User) -> AsyncClient:
-            pair = await tokens_for(session, settings, user)
-            return await clients.enter_async_context(_client(app, pair.access_token))
-
-        yield sign_in
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def password_change(current: str = TEST_PASSWORD, new: str = NEW_PASSWORD) -> dict[str, str]:
     return {"current_password": current, "new_password": new}
-
-
-async def login(client: AsyncClient, email: str, password: str) -> Response:
-    return await client.post(LOGIN, data={"username": email, "password": password})
 
 
 def user_body(response: Response) -> dict[str, Any]:
