@@ -26,7 +26,8 @@ from tests.conftest import _admin, _with_database
 # Every property of the schema that drift could touch, as comparable rows.
 _CATALOG_QUERIES = {
     "columns": """
-        SELECT table_name, column_name, data_type, character_maximum_length, numeric_precision,
+        SELECT table_name, column_name, data_type, udt_name, character_maximum_length,
+               numeric_precision,
                numeric_scale, datetime_precision, is_nullable, column_default, is_identity,
                identity_generation, collation_name
         FROM information_schema.columns WHERE table_schema = 'public'""",
@@ -36,6 +37,11 @@ _CATALOG_QUERIES = {
         FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid
         JOIN pg_namespace ns ON ns.oid = rel.relnamespace WHERE ns.nspname = 'public'""",
     "tables": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+    "enums": """
+        SELECT typ.typname, enum.enumlabel, enum.enumsortorder
+        FROM pg_enum enum JOIN pg_type typ ON typ.oid = enum.enumtypid
+        JOIN pg_namespace ns ON ns.oid = typ.typnamespace WHERE ns.nspname = 'public'""",
+    "extensions": "SELECT extname FROM pg_extension",
     "sequences": """
         SELECT sequencename, data_type, increment_by FROM pg_sequences
         WHERE schemaname = 'public'""",

@@ -28,30 +28,14 @@ from backoffice.auth.schemas import (
 from backoffice.auth.service import Principal, revoke_all_sessions
 from backoffice.auth.tokens import hash_password
 from backoffice.core.conditional import check_if_match
-from backoffice.core.errors import ForbiddenError, InvalidInputError, NotFoundError
-from backoffice.core.pagination import KeysetOrder, Page
+from backoffice.core.errors import ForbiddenError, InvalidInputError
+from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
 
 log = structlog.get_logger(__name__)
 
-USER_ORDERS = {
-    sort: KeysetOrder(
-        sort.value,
-        User.created_at,  # type: ignore[arg-type]
-        User.id,  # type: ignore[arg-type]
-        descending=sort is UserSort.CREATED_AT_DESC,
-    )
-    for sort in UserSort
-}
-ROLE_ORDERS = {
-    sort: KeysetOrder(
-        sort.value,
-        Role.name,  # type: ignore[arg-type]
-        Role.id,  # type: ignore[arg-type]
-        descending=sort is RoleSort.NAME_DESC,
-    )
-    for sort in RoleSort
-}
+USER_ORDERS = keyset_orders(UserSort, User)
+ROLE_ORDERS = keyset_orders(RoleSort, Role)
 
 
 def _grant_permissions(
@@ -82,15 +66,8 @@ async def _ensure_outranks(session: AsyncSession, actor: Principal, target: User
 # --- users ----------------------------------------------------------------------------------
 
 
-async def _load_user(session: AsyncSession, user_id: int) -> User:
-    user = await UserRepository(session).get_by_id(user_id)
-    if user is None:
-        raise NotFoundError(f"User {user_id} does not exist.")
-    return user
-
-
 async def get_user(session: AsyncSession, user_id: int) -> User:
-    return await _load_user(session, user_id)
+    return await UserRepository(session).get_existing(user_id)
 
 
 async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRead]:
@@ -121,7 +98,7 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
 async def update_user(
     session: AsyncSession, actor: Principal, user_id: int, data: UserUpdate, if_match: str | None
 ) -> User:
-    user = await _load_user(session, user_id)
+    user = await UserRepository(session).get_existing(user_id)
     check_if_match(if_match, user.version)
     changes = data.model_dump(exclude_unset=True)
     privileged = {"is_active", "is_superuser"} & changes.keys()
@@ -140,14 +117,14 @@ async def update_user(
 
 
 async def update_me(session: AsyncSession, actor: Principal, full_name: str) -> User:
-    user = await _load_user(session, actor.id)
+    user = await UserRepository(session).get_existing(actor.id)
     return await UserRepository(session).update(user, {"full_name": full_name})
 
 
 async def delete_user(
     session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
 ) -> None:
-    user = await _load_user(session, user_id)
+    user = await UserRepository(session).get_existing(user_id)
     check_if_match(if_match, user.version)
     if user_id == actor.id:
         raise ForbiddenError("You cannot delete your own account.")
@@ -161,7 +138,7 @@ async def delete_user(
 async def set_user_roles(
     session: AsyncSession, actor: Principal, user_id: int, role_ids: list[int]
 ) -> list[RoleRead]:
-    user = await _load_user(session, user_id)
+    user = await UserRepository(session).get_existing(user_id)
     if user_id == actor.id and not actor.is_superuser:
         raise ForbiddenError("You cannot change your own roles.")
     if user.is_superuser and not actor.is_superuser:
@@ -182,7 +159,7 @@ async def set_user_roles(
 
 
 async def user_permissions(session: AsyncSession, user_id: int) -> PermissionsRead:
-    user = await _load_user(session, user_id)
+    user = await UserRepository(session).get_existing(user_id)
     grants = await UserRepository(session).grants_of(user_id)
     permissions = _grant_permissions(grants, is_superuser=user.is_superuser)
     return PermissionsRead(
@@ -203,15 +180,8 @@ def _role_read(
     )
 
 
-async def _load_role(session: AsyncSession, role_id: int) -> Role:
-    role = await RoleRepository(session).get_by_id(role_id)
-    if role is None:
-        raise NotFoundError(f"Role {role_id} does not exist.")
-    return role
-
-
 async def get_role(session: AsyncSession, role_id: int) -> RoleRead:
-    role = await _load_role(session, role_id)
+    role = await RoleRepository(session).get_existing(role_id)
     grants = await RoleRepository(session).grants([role_id])
     return _role_read(role.model_dump(), grants[role_id])
 
@@ -247,7 +217,7 @@ async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate)
 async def update_role(
     session: AsyncSession, actor: Principal, role_id: int, data: RoleUpdate, if_match: str | None
 ) -> RoleRead:
-    role = await _load_role(session, role_id)
+    role = await RoleRepository(session).get_existing(role_id)
     check_if_match(if_match, role.version)
     repository = RoleRepository(session)
     current = (await repository.grants([role_id]))[role_id]
@@ -268,7 +238,7 @@ async def update_role(
 async def delete_role(
     session: AsyncSession, actor: Principal, role_id: int, if_match: str | None
 ) -> None:
-    role = await _load_role(session, role_id)
+    role = await RoleRepository(session).get_existing(role_id)
     check_if_match(if_match, role.version)
     grants = (await RoleRepository(session).grants([role_id]))[role_id]
     _ensure_holds(actor, _grant_permissions(grants), "delete a role with")

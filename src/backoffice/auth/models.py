@@ -20,7 +20,13 @@ from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
 from backoffice.auth.permissions import Action, Module
-from backoffice.core.models import created_at_field, id_field, updated_at_field, version_field
+from backoffice.core.models import (
+    created_at_field,
+    id_field,
+    optimistic_locking,
+    updated_at_field,
+    version_field,
+)
 
 EMAIL_MAX_LENGTH = 254
 NAME_MAX_LENGTH = 200
@@ -28,10 +34,6 @@ ROLE_NAME_MAX_LENGTH = 64
 
 _MODULES = ", ".join(f"'{module}'" for module in Module)
 _ACTIONS = ", ".join(f"'{action}'" for action in Action)
-
-
-def _versioned(table: Any) -> dict[str, Any]:
-    return {"version_id_col": table.c.version, "eager_defaults": True}
 
 
 class User(SQLModel, table=True):
@@ -70,7 +72,7 @@ class User(SQLModel, table=True):
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
-        return _versioned(cls.__table__)  # type: ignore[attr-defined]  # set before mapping
+        return optimistic_locking(cls)
 
 
 class Role(SQLModel, table=True):
@@ -90,7 +92,7 @@ class Role(SQLModel, table=True):
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
-        return _versioned(cls.__table__)  # type: ignore[attr-defined]  # set before mapping
+        return optimistic_locking(cls)
 
 
 class RoleGrant(SQLModel, table=True):

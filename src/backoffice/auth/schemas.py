@@ -1,11 +1,10 @@
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     StringConstraints,
     field_validator,
@@ -15,6 +14,7 @@ from pydantic import (
 from backoffice.auth.models import NAME_MAX_LENGTH, ROLE_NAME_MAX_LENGTH
 from backoffice.auth.permissions import Action, Module
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.schemas import Email, RequestModel, not_null
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128  # argon2 has no limit, but a megabyte "password" is a DoS vector
@@ -36,17 +36,6 @@ RoleName = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=ROLE_NAME_MAX_LENGTH),
     Field(examples=["warehouse"]),
 ]
-Email = Annotated[EmailStr, Field(max_length=254, examples=["ada@example.com"])]
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def _not_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("may be omitted but not null")
-    return value
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -59,7 +48,7 @@ class TokenPair(BaseModel):
     expires_in: int = Field(description="Seconds until the access token expires.")
 
 
-class RefreshRequest(_Request):
+class RefreshRequest(RequestModel):
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
@@ -79,13 +68,13 @@ class UserRead(BaseModel):
     version: int
 
 
-class UserCreate(_Request):
+class UserCreate(RequestModel):
     email: Email
     password: Password
     full_name: FullName
 
 
-class UserUpdate(_Request):
+class UserUpdate(RequestModel):
     """Admin changes; each field optional, none nullable."""
 
     email: Email | None = None
@@ -93,14 +82,14 @@ class UserUpdate(_Request):
     is_active: bool | None = None
     is_superuser: bool | None = None
 
-    _no_nulls = field_validator("email", "full_name", "is_active", "is_superuser")(_not_null)
+    _no_nulls = field_validator("email", "full_name", "is_active", "is_superuser")(not_null)
 
 
-class MeUpdate(_Request):
+class MeUpdate(RequestModel):
     full_name: FullName
 
 
-class PasswordChange(_Request):
+class PasswordChange(RequestModel):
     current_password: Annotated[
         str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)
     ]
@@ -113,7 +102,7 @@ class PasswordChange(_Request):
         return self
 
 
-class UserRolesUpdate(_Request):
+class UserRolesUpdate(RequestModel):
     role_ids: Annotated[list[Annotated[int, Field(gt=0, le=2**31 - 1)]], Field(max_length=100)]
 
     @field_validator("role_ids")
@@ -153,7 +142,7 @@ class UserListQuery(BaseModel):
 # --- roles ----------------------------------------------------------------------------------
 
 
-class Grant(_Request):
+class Grant(RequestModel):
     module: Module
     actions: Annotated[list[Action], Field(max_length=len(Action))] = Field(
         default_factory=list, description="Granting a module always includes `read`."
@@ -174,7 +163,7 @@ def _unique_modules(grants: list[Grant]) -> list[Grant]:
     return grants
 
 
-class RoleCreate(_Request):
+class RoleCreate(RequestModel):
     name: RoleName
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     grants: Annotated[list[Grant], Field(max_length=len(Module))] = Field(default_factory=list)
@@ -182,14 +171,14 @@ class RoleCreate(_Request):
     _grants_unique = field_validator("grants")(_unique_modules)
 
 
-class RoleUpdate(_Request):
+class RoleUpdate(RequestModel):
     name: RoleName | None = None
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     grants: Annotated[list[Grant], Field(max_length=len(Module))] | None = Field(
         default=None, description="Replaces every grant of the role."
     )
 
-    _name_not_null = field_validator("name", "grants")(_not_null)
+    _name_not_null = field_validator("name", "grants")(not_null)
     _grants_unique = field_validator("grants")(_unique_modules)
 
 

@@ -51,12 +51,22 @@ class DomainError(Exception):
     # lockout; a replayed refresh token revokes its family): the request's transaction commits.
     keeps_changes: ClassVar[bool] = False
     headers: Mapping[str, str] = {}
+    # Per-field reasons, rendered as the problem's `errors` like a validation error's.
+    errors: Sequence[FieldError] | None = None
 
-    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[FieldError] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if headers:
             self.headers = headers
+        if errors:
+            self.errors = errors
 
 
 class NotFoundError(DomainError):
@@ -142,6 +152,7 @@ async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
         detail=exc.detail,
         slug=exc.slug,
         title=exc.title,
+        errors=exc.errors,
         headers=exc.headers,
     )
 

@@ -14,7 +14,10 @@ from backoffice.core.database import lifespan
 from backoffice.core.errors import ForbiddenError, problem_responses, register_error_handlers
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.middleware import BodySizeLimitMiddleware
+from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
+from backoffice.tasks.router import customer_tasks_router
+from backoffice.tasks.router import router as tasks_router
 
 API_PREFIX = "/api/v1"
 
@@ -41,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Routes are matched in order: the busiest routers first.
     api.include_router(products_router)
+    api.include_router(tasks_router)
+    api.include_router(customers_router)
+    api.include_router(customer_tasks_router)
     api.include_router(users_router)
     api.include_router(roles_router)
     app.include_router(public_api)

@@ -2,10 +2,11 @@
 
 import importlib
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Column, DateTime, Identity, Integer, MetaData, func, text
+from sqlalchemy import DDL, Column, DateTime, Enum, Identity, Integer, MetaData, event, func, text
 from sqlmodel import Field, SQLModel
 
 # Stable constraint names let migrations diff cleanly and let errors be mapped by name.
@@ -17,6 +18,12 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 metadata = SQLModel.metadata
+
+# Substring filters (`q`) are served by trigram GIN indexes: the extension comes first, in
+# migrations and in `create_all` alike. pg_trgm is a trusted extension: no superuser needed.
+TRIGRAM_OPS = "gin_trgm_ops"
+_CREATE_TRIGRAM = DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm")  # type: ignore[no-untyped-call]  # SQLAlchemy leaves DDL.__init__ unannotated
+event.listen(metadata, "before_create", _CREATE_TRIGRAM)
 
 
 # SQLModel's Field() is typed Any; each helper's return type is the field's Python type, which
@@ -43,6 +50,23 @@ def updated_at_field() -> datetime:
 def version_field() -> int:
     column = Column(Integer, nullable=False, server_default=text("1"))
     return cast("int", Field(default=1, sa_column=column))
+
+
+def optimistic_locking(model: Any) -> dict[str, Any]:
+    """Mapper arguments for a versioned model, returned from its `__mapper_args__`: every
+    UPDATE and DELETE carries `WHERE version = :old` and bumps it, so a lost update fails."""
+    return {"version_id_col": model.__table__.c.version, "eager_defaults": True}
+
+
+def enum_field[E: StrEnum](enum: type[E], type_name: str, default: E) -> E:
+    """A PostgreSQL enum column holding the members' values. Its order is the declaration
+    order, so sorting by it is meaningful (low < medium < high) and an index serves it."""
+    column: Column[E] = Column(
+        Enum(enum, name=type_name, values_callable=lambda members: [m.value for m in members]),
+        nullable=False,
+        server_default=default.value,
+    )
+    return cast("E", Field(default=default, sa_column=column))
 
 
 def import_all_models() -> MetaData:

@@ -13,8 +13,9 @@ import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -68,15 +69,29 @@ class KeysetOrder:
         return (self.key, self.tiebreaker)
 
 
+def keyset_orders[S: StrEnum](sorts: type[S], model: type[Any]) -> dict[S, KeysetOrder]:
+    """The usual orders: sort `field` (or `-field`, descending) is the model's column of that
+    name, ties broken by id. A slice with other keys adds or overrides entries."""
+    return {
+        sort: KeysetOrder(
+            name=sort.value,
+            key=getattr(model, sort.value.removeprefix("-")),
+            tiebreaker=model.id,
+            descending=sort.value.startswith("-"),
+        )
+        for sort in sorts
+    }
+
+
 _ENCODERS: dict[type, Callable[[Any], Any]] = {
     datetime: datetime.isoformat,
+    date: date.isoformat,
     Decimal: str,
 }
+# Any other type (an enum, say) is rebuilt by calling the type with the encoded value.
 _DECODERS: dict[type, Callable[[Any], Any]] = {
     datetime: datetime.fromisoformat,
-    Decimal: Decimal,
-    int: int,
-    str: str,
+    date: date.fromisoformat,
 }
 
 
@@ -96,6 +111,10 @@ def encode_cursor(order: KeysetOrder, values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(_sign(payload) + payload).decode().rstrip("=")
 
 
+def _decode(python_type: type, value: Any) -> Any:
+    return _DECODERS.get(python_type, python_type)(value)
+
+
 def decode_cursor(cursor: str, order: KeysetOrder) -> tuple[Any, ...]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -111,7 +130,7 @@ def decode_cursor(cursor: str, order: KeysetOrder) -> tuple[Any, ...]:
             "while paging."
         )
     return tuple(
-        None if value is None else _DECODERS[column.type.python_type](value)
+        None if value is None else _decode(column.type.python_type, value)
         for column, value in zip(order.columns, values, strict=True)
     )
 

@@ -18,6 +18,7 @@ from backoffice.core.errors import (
     ConflictError,
     DomainError,
     InvalidInputError,
+    NotFoundError,
     PreconditionFailedError,
 )
 from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor
@@ -40,7 +41,8 @@ def _integrity_details(exc: IntegrityError) -> tuple[str | None, str | None]:
 _DEFAULT_ERRORS: Mapping[str | None, DomainError] = {
     _UNIQUE_VIOLATION: ConflictError("The request conflicts with an existing record."),
     _FOREIGN_KEY_VIOLATION: ConflictError(
-        "The request refers to, or is referred to by, another record."
+        "The record is still referred to by other records (deactivate it instead), or the "
+        "request refers to a record that does not exist."
     ),
     _CHECK_VIOLATION: InvalidInputError("A value is outside its allowed range."),
     _NOT_NULL_VIOLATION: InvalidInputError("A required value is missing."),
@@ -74,6 +76,23 @@ class BaseRepository[M: SQLModel]:
         result = await self.session.execute(self._row_by_id, {"entity_id": entity_id})
         row: RowMapping | None = result.mappings().one_or_none()
         return row
+
+    def not_found(self, entity_id: int) -> NotFoundError:
+        return NotFoundError(f"{self.model.__name__} {entity_id} does not exist.")
+
+    async def get_existing_row(self, entity_id: int) -> RowMapping:
+        """`get_row_by_id`, or a 404 problem naming the missing entity."""
+        row = await self.get_row_by_id(entity_id)
+        if row is None:
+            raise self.not_found(entity_id)
+        return row
+
+    async def get_existing(self, entity_id: int, options: Sequence[ORMOption] = ()) -> M:
+        """`get_by_id`, or a 404 problem naming the missing entity."""
+        entity = await self.get_by_id(entity_id, options)
+        if entity is None:
+            raise self.not_found(entity_id)
+        return entity
 
     def get_base_statement(self) -> Select[tuple[M]]:
         return select(self.model)
@@ -123,7 +142,7 @@ class BaseRepository[M: SQLModel]:
             error = self.constraint_errors.get(constraint or "") or _DEFAULT_ERRORS.get(sqlstate)
             if error is None:
                 raise
-            raise type(error)(error.detail) from exc
+            raise type(error)(error.detail, errors=error.errors) from exc
         except StaleDataError as exc:
             raise PreconditionFailedError(
                 "The resource was modified by another request; fetch it again and retry."

@@ -17,7 +17,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
-from backoffice.core.models import created_at_field, id_field, updated_at_field, version_field
+from backoffice.core.models import (
+    TRIGRAM_OPS,
+    created_at_field,
+    id_field,
+    optimistic_locking,
+    updated_at_field,
+    version_field,
+)
 
 SKU_MAX_LENGTH = 64
 NAME_MAX_LENGTH = 200
@@ -51,10 +58,16 @@ class Product(SQLModel, table=True):
         Index("ix_products_created_at_id", "created_at", "id"),
         Index("ix_products_name_id", "name", "id"),
         Index("ix_products_price_id", "price", "id"),
+        # `q` is a substring search (ILIKE '%...%'), which only a trigram index can serve.
+        Index(
+            "ix_products_search_trgm",
+            "name",
+            "sku",
+            postgresql_using="gin",
+            postgresql_ops=dict.fromkeys(("name", "sku"), TRIGRAM_OPS),
+        ),
     )
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
-        # Optimistic locking: every UPDATE carries `WHERE version = :old` and bumps it.
-        table = cls.__table__  # type: ignore[attr-defined]  # set by the metaclass before mapping
-        return {"version_id_col": table.c.version, "eager_defaults": True}
+        return optimistic_locking(cls)

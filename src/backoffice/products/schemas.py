@@ -1,7 +1,7 @@
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.schemas import RequestModel, not_null
 from backoffice.products.models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, SKU_MAX_LENGTH
 
 MAX_QUANTITY = 2**31 - 1
@@ -56,12 +57,7 @@ Price = Annotated[
 StockQuantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, examples=[25])]
 
 
-class _Request(BaseModel):
-    # Unknown fields are an error (no mass assignment), and no silent coercion of "12" to 12.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ProductCreate(_Request):
+class ProductCreate(RequestModel):
     sku: Sku
     name: ProductName
     description: Description | None = None
@@ -70,7 +66,7 @@ class ProductCreate(_Request):
     is_active: bool = True
 
 
-class ProductUpdate(_Request):
+class ProductUpdate(RequestModel):
     """Every field optional; only the fields sent are changed."""
 
     sku: Sku | None = None
@@ -80,16 +76,10 @@ class ProductUpdate(_Request):
     stock_quantity: StockQuantity | None = None
     is_active: bool | None = None
 
-    @field_validator("sku", "name", "price", "stock_quantity", "is_active")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Only runs for values the client sent: omitting a field is fine, sending null is not.
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
+    _no_nulls = field_validator("sku", "name", "price", "stock_quantity", "is_active")(not_null)
 
 
-class StockAdjustment(_Request):
+class StockAdjustment(RequestModel):
     delta: Annotated[
         int,
         Field(

@@ -7,8 +7,8 @@ from sqlalchemy import ColumnElement, Select, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.core.conditional import check_if_match
-from backoffice.core.errors import ConflictError, NotFoundError
-from backoffice.core.pagination import KeysetOrder, Page
+from backoffice.core.errors import ConflictError
+from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
 from backoffice.products.models import Product
 from backoffice.products.repository import ProductRepository
@@ -22,19 +22,7 @@ from backoffice.products.schemas import (
 
 log = structlog.get_logger(__name__)
 
-SORT_ORDERS: dict[ProductSort, KeysetOrder] = {
-    sort: KeysetOrder(
-        name=sort.value,
-        key=getattr(Product, sort.value.removeprefix("-")),
-        tiebreaker=Product.id,  # type: ignore[arg-type]
-        descending=sort.value.startswith("-"),
-    )
-    for sort in ProductSort
-}
-
-
-def _not_found(product_id: int) -> NotFoundError:
-    return NotFoundError(f"Product {product_id} does not exist.")
+SORT_ORDERS = keyset_orders(ProductSort, Product)
 
 
 def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
@@ -52,17 +40,8 @@ def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
 
 
 async def get_product(session: AsyncSession, product_id: int) -> ProductRead:
-    row = await ProductRepository(session).get_row_by_id(product_id)
-    if row is None:
-        raise _not_found(product_id)
+    row = await ProductRepository(session).get_existing_row(product_id)
     return ProductRead.model_validate(row)
-
-
-async def _load_product(session: AsyncSession, product_id: int) -> Product:
-    product = await ProductRepository(session).get_by_id(product_id)
-    if product is None:
-        raise _not_found(product_id)
-    return product
 
 
 async def list_products(session: AsyncSession, query: ProductListQuery) -> Page[ProductRead]:
@@ -85,7 +64,7 @@ async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
 async def update_product(
     session: AsyncSession, product_id: int, data: ProductUpdate, if_match: str | None
 ) -> Product:
-    product = await _load_product(session, product_id)
+    product = await ProductRepository(session).get_existing(product_id)
     check_if_match(if_match, product.version)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
@@ -96,7 +75,7 @@ async def update_product(
 
 
 async def delete_product(session: AsyncSession, product_id: int, if_match: str | None) -> None:
-    product = await _load_product(session, product_id)
+    product = await ProductRepository(session).get_existing(product_id)
     check_if_match(if_match, product.version)
     await ProductRepository(session).delete(product)
     log.info("product.deleted", product_id=product_id)

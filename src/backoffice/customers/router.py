@@ -1,0 +1,114 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from backoffice.auth.dependencies import PermissionChecker
+from backoffice.auth.permissions import Action, Module
+from backoffice.auth.service import Principal
+from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
+from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    problem_responses,
+)
+from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.customers import service
+from backoffice.customers.schemas import (
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+    CustomerUpdate,
+)
+
+router = APIRouter(prefix="/customers", tags=["customers"])
+
+CustomerId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Customer id")]
+CustomersRead = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.READ))]
+CustomersCreate = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.CREATE))]
+CustomersUpdate = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.UPDATE))]
+CustomersDelete = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.DELETE))]
+
+
+@router.get("", response_model=Page[CustomerRead], responses=problem_responses(InvalidCursorError))
+async def list_customers(
+    _: CustomersRead, session: ReadSessionDep, query: Annotated[CustomerListQuery, Query()]
+) -> Response:
+    """Customers, newest first unless `sort` says otherwise, one keyset page at a time."""
+    page = await service.list_customers(session, query)
+    return page.to_response()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CustomerRead,
+    responses=problem_responses(ConflictError),
+)
+async def create_customer(
+    data: CustomerCreate, _: CustomersCreate, session: SessionDep, request: Request
+) -> Response:
+    """Create a customer. An email already in use (in any case) is a 409."""
+    customer = await service.create_customer(session, data)
+    location = request.app.url_path_for("get_customer", customer_id=customer.id)
+    return versioned_response(
+        CustomerRead.model_validate(customer),
+        customer.version,
+        status_code=status.HTTP_201_CREATED,
+        headers={"Location": location},
+    )
+
+
+@router.get(
+    "/{customer_id}",
+    response_model=CustomerRead,
+    responses={
+        **problem_responses(NotFoundError),
+        status.HTTP_304_NOT_MODIFIED: {
+            "description": "The client's copy (If-None-Match) is current."
+        },
+    },
+)
+async def get_customer(
+    customer_id: CustomerId,
+    _: CustomersRead,
+    session: ReadSessionDep,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    customer = await service.get_customer(session, customer_id)
+    return versioned_response(customer, customer.version, if_none_match=if_none_match)
+
+
+@router.patch(
+    "/{customer_id}",
+    response_model=CustomerRead,
+    responses=problem_responses(NotFoundError, ConflictError, PreconditionFailedError),
+)
+async def update_customer(
+    customer_id: CustomerId,
+    data: CustomerUpdate,
+    _: CustomersUpdate,
+    session: SessionDep,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    """Change the fields sent. With `If-Match`, a stale ETag is a 412 and nothing changes."""
+    customer = await service.update_customer(session, customer_id, data, if_match)
+    return versioned_response(CustomerRead.model_validate(customer), customer.version)
+
+
+@router.delete(
+    "/{customer_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(NotFoundError, ConflictError, PreconditionFailedError),
+)
+async def delete_customer(
+    customer_id: CustomerId,
+    _: CustomersDelete,
+    session: SessionDep,
+    if_match: IfMatchHeader = None,
+) -> None:
+    """Delete a customer. Refused (409) while it has open tasks; its closed tasks are kept
+    and unlinked from it (`customer_id` becomes null)."""
+    await service.delete_customer(session, customer_id, if_match)

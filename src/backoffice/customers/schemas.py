@@ -1,0 +1,114 @@
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+)
+
+from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.schemas import Email, RequestModel, not_null
+from backoffice.customers.models import (
+    COMPANY_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    NOTES_MAX_LENGTH,
+    CustomerStatus,
+)
+
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+
+
+def _normalise_phone(phone: str) -> str:
+    """Spaces, dots, dashes and parentheses are presentation; what is stored is E.164."""
+    compact = _PHONE_SEPARATORS.sub("", phone)
+    if not _E164.fullmatch(compact):
+        raise ValueError(
+            "must be an international number: '+', a country code and 7 to 15 digits in all"
+        )
+    return compact
+
+
+CustomerName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    Field(examples=["Grace Hopper"]),
+]
+Phone = Annotated[
+    str,
+    StringConstraints(max_length=32),
+    AfterValidator(_normalise_phone),
+    Field(description="E.164; separators are accepted and dropped.", examples=["+44 20 7946 0958"]),
+]
+Company = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=COMPANY_MAX_LENGTH),
+    Field(examples=["Navy Labs"]),
+]
+Notes = Annotated[str, StringConstraints(max_length=NOTES_MAX_LENGTH)]
+Status = Annotated[CustomerStatus, Strict(False)]  # arrives as a string
+
+
+class CustomerCreate(RequestModel):
+    name: CustomerName
+    email: Email
+    phone: Phone | None = None
+    company: Company | None = None
+    status: Status = CustomerStatus.LEAD
+    notes: Notes | None = None
+
+
+class CustomerUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed. Phone, company and notes can
+    be cleared with null."""
+
+    name: CustomerName | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    company: Company | None = None
+    status: Status | None = None
+    notes: Notes | None = None
+
+    _no_nulls = field_validator("name", "email", "status")(not_null)
+
+
+class CustomerRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    email: str
+    phone: str | None
+    company: str | None
+    status: CustomerStatus
+    notes: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Bumped on every change; the ETag carries it.")
+
+
+class CustomerSort(StrEnum):
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+    NAME = "name"
+    NAME_DESC = "-name"
+
+
+class CustomerListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[
+        str | None,
+        Field(min_length=1, max_length=100, description="Name, email or company contains."),
+    ] = None
+    status: CustomerStatus | None = None
+    sort: CustomerSort = CustomerSort.CREATED_AT_DESC
+    limit: LimitQuery = DEFAULT_LIMIT
+    cursor: CursorQuery = None

@@ -1,0 +1,97 @@
+"""Customer use cases. Raise domain errors; never commit (the request owns the transaction)."""
+
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, Select, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from backoffice.core.conditional import check_if_match
+from backoffice.core.errors import ConflictError
+from backoffice.core.pagination import Page, keyset_orders
+from backoffice.core.repository import contains_pattern
+from backoffice.customers.models import Customer
+from backoffice.customers.repository import CustomerRepository
+from backoffice.customers.schemas import (
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+    CustomerSort,
+    CustomerUpdate,
+)
+from backoffice.tasks.repository import TaskRepository
+
+log = structlog.get_logger(__name__)
+
+SORT_ORDERS = keyset_orders(CustomerSort, Customer)
+
+
+def _filters(query: CustomerListQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.q is not None:
+        pattern = contains_pattern(query.q)
+        conditions.append(
+            or_(
+                col(Customer.name).ilike(pattern),
+                col(Customer.email).ilike(pattern),
+                col(Customer.company).ilike(pattern),
+            )
+        )
+    if query.status is not None:
+        conditions.append(col(Customer.status) == query.status)
+    return conditions
+
+
+async def get_customer(session: AsyncSession, customer_id: int) -> CustomerRead:
+    row = await CustomerRepository(session).get_existing_row(customer_id)
+    return CustomerRead.model_validate(row)
+
+
+async def list_customers(session: AsyncSession, query: CustomerListQuery) -> Page[CustomerRead]:
+    repository = CustomerRepository(session)
+    statement: Select[Any] = repository.get_rows_statement().where(*_filters(query))
+    rows, cursor = await repository.paginate(
+        statement, SORT_ORDERS[query.sort], query.cursor, query.limit
+    )
+    return Page[CustomerRead](
+        items=[CustomerRead.model_validate(row) for row in rows], next_cursor=cursor
+    )
+
+
+async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
+    customer = await CustomerRepository(session).create(Customer(**data.model_dump()))
+    log.info("customer.created", customer_id=customer.id)
+    return customer
+
+
+async def update_customer(
+    session: AsyncSession, customer_id: int, data: CustomerUpdate, if_match: str | None
+) -> Customer:
+    repository = CustomerRepository(session)
+    customer = await repository.get_existing(customer_id)
+    check_if_match(if_match, customer.version)
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        return customer
+    customer = await repository.update(customer, changes)
+    log.info("customer.updated", customer_id=customer_id, fields=sorted(changes))
+    return customer
+
+
+async def delete_customer(session: AsyncSession, customer_id: int, if_match: str | None) -> None:
+    """Refused while the customer has open tasks; its closed tasks stay, unlinked from it
+    (their `customer_id` becomes null, their version is bumped)."""
+    repository = CustomerRepository(session)
+    customer = await repository.lock(customer_id)
+    check_if_match(if_match, customer.version)
+    tasks = TaskRepository(session)
+    open_tasks = await tasks.count_open_for_customer(customer_id)
+    if open_tasks:
+        raise ConflictError(
+            f"Customer {customer_id} has {open_tasks} open task(s) (todo, in_progress or "
+            "blocked); finish, cancel or move them to another customer first."
+        )
+    unlinked = await tasks.unlink_customer(customer_id)
+    await repository.delete(customer)
+    log.info("customer.deleted", customer_id=customer_id, tasks_unlinked=unlinked)

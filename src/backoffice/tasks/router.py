@@ -1,0 +1,130 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from backoffice.auth.dependencies import PermissionChecker
+from backoffice.auth.permissions import Action, Module
+from backoffice.auth.service import Principal
+from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
+from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PreconditionFailedError,
+    problem_responses,
+)
+from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.tasks import service
+from backoffice.tasks.rules import IllegalTransitionError
+from backoffice.tasks.schemas import (
+    CustomerTaskListQuery,
+    TaskCreate,
+    TaskListQuery,
+    TaskRead,
+    TaskUpdate,
+)
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+# A customer's tasks are a view of tasks: this slice serves it, under the customer's path.
+customer_tasks_router = APIRouter(prefix="/customers/{customer_id}/tasks", tags=["tasks"])
+
+TaskId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Task id")]
+CustomerId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Customer id")]
+TasksRead = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.READ))]
+TasksCreate = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.CREATE))]
+TasksUpdate = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.UPDATE))]
+TasksDelete = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.DELETE))]
+
+
+@router.get("", response_model=Page[TaskRead], responses=problem_responses(InvalidCursorError))
+async def list_tasks(
+    caller: TasksRead, session: ReadSessionDep, query: Annotated[TaskListQuery, Query()]
+) -> Response:
+    """Tasks with their assignee, customer and product, newest first unless `sort` says
+    otherwise, one keyset page at a time. `status` and `priority` may repeat."""
+    page = await service.list_tasks(session, query, caller.id)
+    return page.to_response()
+
+
+@customer_tasks_router.get(
+    "",
+    response_model=Page[TaskRead],
+    responses=problem_responses(NotFoundError, InvalidCursorError),
+)
+async def list_customer_tasks(
+    customer_id: CustomerId,
+    caller: TasksRead,
+    session: ReadSessionDep,
+    query: Annotated[CustomerTaskListQuery, Query()],
+) -> Response:
+    """The customer's tasks, with the same filters and sorts as `GET /tasks`."""
+    page = await service.list_customer_tasks(session, customer_id, query, caller.id)
+    return page.to_response()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskRead,
+    responses=problem_responses(InvalidInputError),
+)
+async def create_task(
+    data: TaskCreate, caller: TasksCreate, session: SessionDep, request: Request
+) -> Response:
+    """Create a task in status `todo`, created by the caller. The assignee (an active user),
+    customer and product must exist: a 422 names each one that does not."""
+    task = await service.create_task(session, data, caller.id)
+    location = request.app.url_path_for("get_task", task_id=task.id)
+    return versioned_response(
+        task, task.version, status_code=status.HTTP_201_CREATED, headers={"Location": location}
+    )
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskRead,
+    responses={
+        **problem_responses(NotFoundError),
+        status.HTTP_304_NOT_MODIFIED: {
+            "description": "The client's copy (If-None-Match) is current."
+        },
+    },
+)
+async def get_task(
+    task_id: TaskId, _: TasksRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
+) -> Response:
+    task = await service.get_task(session, task_id)
+    return versioned_response(task, task.version, if_none_match=if_none_match)
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskRead,
+    responses=problem_responses(
+        NotFoundError, IllegalTransitionError, PreconditionFailedError, InvalidInputError
+    ),
+)
+async def update_task(
+    task_id: TaskId,
+    data: TaskUpdate,
+    _: TasksUpdate,
+    session: SessionDep,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    """Change the fields sent. A status change must follow the transition table (else 409,
+    naming the allowed ones); `done` sets `completed_at`, reopening clears it. With
+    `If-Match`, a stale ETag is a 412 and nothing changes."""
+    task = await service.update_task(session, task_id, data, if_match)
+    return versioned_response(task, task.version)
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(NotFoundError, PreconditionFailedError),
+)
+async def delete_task(
+    task_id: TaskId, _: TasksDelete, session: SessionDep, if_match: IfMatchHeader = None
+) -> None:
+    await service.delete_task(session, task_id, if_match)

@@ -1,0 +1,177 @@
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.schemas import RequestModel, not_null
+from backoffice.tasks.models import (
+    DESCRIPTION_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    TaskPriority,
+    TaskStatus,
+)
+
+MAX_ID = 2**31 - 1
+
+
+def _iso_string(value: Any) -> Any:
+    # Dates arrive as "YYYY-MM-DD" strings; a number is a wrong type, not a Unix timestamp.
+    if not isinstance(value, str | date):
+        raise ValueError("must be a date as a string, YYYY-MM-DD")
+    return value
+
+
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH),
+    Field(examples=["Call back about the invoice"]),
+]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH)]
+Priority = Annotated[TaskPriority, Strict(False)]  # arrives as a string
+Status = Annotated[TaskStatus, Strict(False)]
+# date.min and date.max stand for -infinity and infinity in the driver, so they are excluded.
+DueDate = Annotated[
+    date,
+    Strict(False),
+    BeforeValidator(_iso_string),
+    Field(gt=date.min, lt=date.max, examples=["2026-12-24"]),
+]
+ReferenceId = Annotated[int, Field(gt=0, le=MAX_ID)]
+
+
+class TaskCreate(RequestModel):
+    """A new task starts as `todo`; its status then moves through PATCH."""
+
+    title: Title
+    description: Description | None = None
+    priority: Priority = TaskPriority.MEDIUM
+    due_date: DueDate | None = None
+    assignee_id: Annotated[ReferenceId | None, Field(description="An active user.")] = None
+    customer_id: ReferenceId | None = None
+    product_id: ReferenceId | None = None
+
+
+class TaskUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed. Description, due date and the
+    references can be cleared with null. A status change must follow the transition table."""
+
+    title: Title | None = None
+    description: Description | None = None
+    status: Status | None = None
+    priority: Priority | None = None
+    due_date: DueDate | None = None
+    assignee_id: ReferenceId | None = None
+    customer_id: ReferenceId | None = None
+    product_id: ReferenceId | None = None
+
+    _no_nulls = field_validator("title", "status", "priority")(not_null)
+
+
+class UserSummary(BaseModel):
+    id: int
+    email: str
+    full_name: str
+
+
+class CustomerSummary(BaseModel):
+    id: int
+    name: str
+    company: str | None
+
+
+class ProductSummary(BaseModel):
+    id: int
+    sku: str
+    name: str
+
+
+class TaskRead(BaseModel):
+    id: int
+    title: str
+    description: str | None
+    status: TaskStatus
+    allowed_transitions: list[TaskStatus] = Field(
+        description="The statuses this task may move to next."
+    )
+    priority: TaskPriority
+    due_date: date | None
+    assignee_id: int | None
+    assignee: UserSummary | None
+    customer_id: int | None
+    customer: CustomerSummary | None
+    product_id: int | None
+    product: ProductSummary | None
+    created_by: int
+    completed_at: datetime | None = Field(description="When the task was last marked done.")
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Bumped on every change; the ETag carries it.")
+
+
+class TaskSort(StrEnum):
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+    DUE_DATE = "due_date"
+    DUE_DATE_DESC = "-due_date"
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+
+
+class CustomerTaskListQuery(BaseModel):
+    """The filters of a task list; a customer's task list has all but `customer_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Annotated[
+        list[TaskStatus] | None, Field(max_length=len(TaskStatus), description="Any of these.")
+    ] = None
+    priority: Annotated[
+        list[TaskPriority] | None,
+        Field(max_length=len(TaskPriority), description="Any of these."),
+    ] = None
+    assignee_id: Annotated[int | None, Field(gt=0, le=MAX_ID)] = None
+    assignee: Annotated[
+        Literal["me"] | None, Field(description="`me`: the tasks assigned to the caller.")
+    ] = None
+    product_id: Annotated[int | None, Field(gt=0, le=MAX_ID)] = None
+    due_after: Annotated[date | None, Field(description="Due on or after this day.")] = None
+    due_before: Annotated[date | None, Field(description="Due on or before this day.")] = None
+    overdue: Annotated[
+        bool | None,
+        Field(description="true: open and due before today (UTC); false: everything else."),
+    ] = None
+    q: Annotated[str | None, Field(min_length=1, max_length=100, description="Title contains.")] = (
+        None
+    )
+    sort: Annotated[
+        TaskSort, Field(description="Undated tasks come last in both due-date orders.")
+    ] = TaskSort.CREATED_AT_DESC
+    limit: LimitQuery = DEFAULT_LIMIT
+    cursor: CursorQuery = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.assignee is not None and self.assignee_id is not None:
+            raise ValueError("use either assignee=me or assignee_id, not both")
+        if (
+            self.due_after is not None
+            and self.due_before is not None
+            and self.due_after > self.due_before
+        ):
+            raise ValueError("due_after must not be later than due_before")
+        return self
+
+
+class TaskListQuery(CustomerTaskListQuery):
+    customer_id: Annotated[int | None, Field(gt=0, le=MAX_ID)] = None
