@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -250,6 +250,28 @@ async def committed_client(settings: Settings, database_url: str) -> AsyncIterat
             if names:
                 await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         await database.dispose()
+
+
+class _StatementCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, *args: object) -> None:
+        statement = str(args[2])
+        if not statement.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            self.statements.append(statement)
+
+
+@pytest.fixture
+def statements(connection: AsyncConnection) -> Iterator[list[str]]:
+    """The SQL of every statement the test's connection runs from now on (the app's requests
+    included), savepoint bookkeeping left out: for counting queries."""
+    counter = _StatementCounter()
+    sync_connection = connection.sync_connection
+    assert sync_connection is not None
+    event.listen(sync_connection, "before_cursor_execute", counter)
+    yield counter.statements
+    event.remove(sync_connection, "before_cursor_execute", counter)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,12 @@
 """No secret leaks into logs or tables, and authentication costs one query per request."""
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import structlog
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.auth.models import User
@@ -90,26 +89,6 @@ def test_log_redaction_masks_secret_keys_whoever_logs_them(
     assert "Bearer x" not in logged
     assert REDACTED in logged
     assert "user_id" in logged
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, *args: object) -> None:
-        statement = str(args[2])
-        if not statement.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
-            self.statements.append(statement)
-
-
-@pytest.fixture
-def statements(connection: AsyncConnection) -> Iterator[list[str]]:
-    counter = StatementCounter()
-    sync_connection = connection.sync_connection
-    assert sync_connection is not None
-    event.listen(sync_connection, "before_cursor_execute", counter)
-    yield counter.statements
-    event.remove(sync_connection, "before_cursor_execute", counter)
 
 
 async def test_authentication_with_permissions_is_one_query(
