@@ -1,20 +1,22 @@
 """Benchmark the products API against itself without auth and a bare asyncpg + Starlette
-baseline, with wrk.
+baseline, and the task list with its joined summaries, with wrk.
 
 One run: an embedded PostgreSQL of its own (`.data/bench-postgres`, database
-`backoffice_bench`) seeded with `--products` rows, the default roles and a superuser with a
-fresh password; three servers, all in production mode with the same workers:
+`backoffice_bench`) seeded with `--products` products, `--customers` customers and `--tasks`
+tasks (each with an assignee, a customer and a product), the default roles and a superuser with
+a fresh password; three servers, all in production mode with the same workers:
 
 - the API (`python -m backoffice serve`): the bench logs in once and sends the access token;
 - the same API with authentication switched off (`scripts/bench_app.py`, bench-only);
 - the baseline (`scripts/bench_baseline.py`).
 
 Then wrk against each scenario after a warm-up (the whole list `--repeat` times, medians
-reported), and a Markdown table of the results. Every server is stopped at the end, whatever
-happens.
+reported), and a Markdown table of the results; last, one client alone times a 100-task page
+(no concurrency: the time a user waits). Every server is stopped at the end, whatever happens.
 
     uv run python scripts/bench.py [--duration 10] [--connections 64] [--threads 2]
-                                   [--products 10000] [--repeat 1]
+                                   [--products 10000] [--customers 1000] [--tasks 10000]
+                                   [--repeat 1]
 """
 
 import argparse
@@ -65,6 +67,8 @@ STOP_TIMEOUT_S = 35.0  # the API drains for up to 30 s (timeout_graceful_shutdow
 WARMUP_S = 2
 PAGE_SIZE = 20
 DEEP_PAGE = 400
+TASK_PAGE_SIZE = 100
+SEQUENTIAL_REQUESTS = 200
 LIST_SORT = "created_at"
 RESULT_MARKER = "BENCH_RESULT"
 API_PREFIX = "/api/v1"
@@ -116,6 +120,8 @@ class Options:
     connections: int
     threads: int
     products: int
+    customers: int
+    tasks: int
     repeat: int
 
 
@@ -199,6 +205,30 @@ SELECT 'BENCH-' || lpad(g::text, 7, '0'),
 FROM generate_series(1, $1::int) AS g
 """
 
+SEED_CUSTOMERS_SQL = """
+INSERT INTO customers (name, email, company, status)
+SELECT 'Benchmark customer ' || g, 'customer' || g || '@bench.example.com',
+       'Company ' || (g % 97),
+       (ARRAY['lead', 'active', 'inactive'])[1 + g % 3]::customer_status
+FROM generate_series(1, $1::int) AS g
+"""
+
+# Every task refers to a user, a customer and a product, so a page joins all three for real.
+SEED_TASKS_SQL = """
+INSERT INTO tasks (title, description, status, priority, due_date, assignee_id, customer_id,
+                   product_id, created_by, completed_at, created_at, updated_at)
+SELECT 'Benchmark task ' || g,
+       'Seeded by scripts/bench.py.',
+       (ARRAY['todo', 'in_progress', 'blocked', 'done', 'cancelled'])[1 + g % 5]::task_status,
+       (ARRAY['low', 'medium', 'high', 'urgent'])[1 + g % 4]::task_priority,
+       CASE WHEN g % 3 = 0 THEN NULL ELSE current_date + (g % 120 - 60) END,
+       $2::int, 1 + g % $3::int, 1 + g % $4::int, $2::int,
+       CASE WHEN g % 5 = 3 THEN now() END,
+       now() - make_interval(secs => $1::int - g),
+       now() - make_interval(secs => $1::int - g)
+FROM generate_series(1, $1::int) AS g
+"""
+
 
 def bootstrap_settings(url: str, password: str) -> Settings:
     return Settings(
@@ -209,22 +239,20 @@ def bootstrap_settings(url: str, password: str) -> Settings:
     )
 
 
-async def prepare_database(url: str, products: int, superuser_password: str) -> None:
+async def prepare_database(url: str, options: Options, superuser_password: str) -> None:
     """Migrate; recreate the default roles and the superuser (with this run's password);
-    empty and seed `products` rows with ids 1..products, then ANALYZE."""
+    empty every table and seed products, customers and tasks (ids from 1), then ANALYZE."""
     await apply_migrations(url, MIGRATIONS_DIR)
     connection = await asyncpg.connect(libpq_url(url))
     try:
         # ensure_defaults never changes an existing user: start the auth tables afresh.
-        await connection.execute("TRUNCATE users, roles RESTART IDENTITY CASCADE")
-        await connection.execute("TRUNCATE products RESTART IDENTITY")
-        await connection.execute(SEED_SQL, products)
-        await connection.execute("ANALYZE products")
-        count = await connection.fetchval("SELECT count(*) FROM products")
+        await connection.execute(
+            "TRUNCATE users, roles, products, customers, tasks RESTART IDENTITY CASCADE"
+        )
+        await connection.execute(SEED_SQL, options.products)
+        await connection.execute(SEED_CUSTOMERS_SQL, options.customers)
     finally:
         await connection.close()
-    if count != products:
-        raise RuntimeError(f"seeded {count} products, expected {products}")
     settings = bootstrap_settings(url, superuser_password)
     database = Database.connect(url, settings)
     try:
@@ -232,6 +260,29 @@ async def prepare_database(url: str, products: int, superuser_password: str) -> 
             await ensure_defaults(session, settings)
     finally:
         await database.dispose()
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        superuser_id = await connection.fetchval(
+            "SELECT id FROM users WHERE email = $1", SUPERUSER_EMAIL
+        )
+        await connection.execute(
+            SEED_TASKS_SQL, options.tasks, superuser_id, options.customers, options.products
+        )
+        await connection.execute("ANALYZE products, customers, tasks")
+        counts = await connection.fetchrow(
+            "SELECT (SELECT count(*) FROM products) AS products,"
+            " (SELECT count(*) FROM customers) AS customers,"
+            " (SELECT count(*) FROM tasks) AS tasks"
+        )
+    finally:
+        await connection.close()
+    expected = {
+        "products": options.products,
+        "customers": options.customers,
+        "tasks": options.tasks,
+    }
+    if counts is None or dict(counts) != expected:
+        raise RuntimeError(f"seeded {dict(counts or {})}, expected {expected}")
 
 
 def stop_postgres(data_dir: Path) -> None:
@@ -248,15 +299,16 @@ def stop_postgres(data_dir: Path) -> None:
 
 
 @contextmanager
-def embedded_database(products: int, superuser_password: str) -> Iterator[str]:
+def embedded_database(options: Options, superuser_password: str) -> Iterator[str]:
     data_dir = DATA_DIR.resolve()
     print(f"starting PostgreSQL in {data_dir}", flush=True)
     url = start_embedded_postgres(data_dir, DATABASE)
     try:
         started = time.perf_counter()
-        asyncio.run(prepare_database(url, products, superuser_password))
+        asyncio.run(prepare_database(url, options, superuser_password))
         print(
-            f"seeded {products} products and the superuser in {time.perf_counter() - started:.1f}s",
+            f"seeded {options.products} products, {options.customers} customers, "
+            f"{options.tasks} tasks and the superuser in {time.perf_counter() - started:.1f}s",
             flush=True,
         )
         yield url
@@ -454,6 +506,25 @@ def deep_page_url(base: str, products: int, token: str) -> tuple[int, str]:
     return last_page, list_url(base, cursor)
 
 
+def tasks_url(base: str) -> str:
+    return f"{base}{API_PREFIX}/tasks?{urlencode({'limit': str(TASK_PAGE_SIZE)})}"
+
+
+def sequential_timing(url: str, token: str) -> tuple[float, float]:
+    """(median, p95) milliseconds of SEQUENTIAL_REQUESTS GETs of `url`, one at a time on one
+    kept-alive connection: what one user waits, with nothing else running."""
+    timings: list[float] = []
+    with httpx.Client(timeout=10.0, headers=authorization(token)) as client:
+        for _ in range(SEQUENTIAL_REQUESTS):
+            started = time.perf_counter()
+            response = client.get(url)
+            timings.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200 or len(response.json()["items"]) != TASK_PAGE_SIZE:
+                raise RuntimeError(f"task page: {response.status_code} {response.text[:300]}")
+    timings.sort()
+    return statistics.median(timings), timings[math.ceil(0.95 * len(timings)) - 1]
+
+
 def write_scripts(directory: Path) -> tuple[Path, Path]:
     random_id = directory / "random_id.lua"
     random_id.write_text(LUA_RANDOM_ID)
@@ -487,6 +558,12 @@ def scenarios(
             headers=header,
         ),
         Scenario(f"API list page {page} (keyset, auth on)", deep_url, fixed_url, headers=header),
+        Scenario(
+            f"API GET /tasks (limit={TASK_PAGE_SIZE}, with summaries, auth on)",
+            tasks_url(servers.api),
+            fixed_url,
+            headers=header,
+        ),
         Scenario(
             "baseline GET /products/{random id}",
             servers.baseline,
@@ -604,14 +681,27 @@ def parse_options() -> Options:
     parser.add_argument("--connections", type=int, default=64, help="open HTTP connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--products", type=int, default=10_000, help="products to seed")
+    parser.add_argument("--customers", type=int, default=1_000, help="customers to seed")
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks to seed")
     parser.add_argument(
         "--repeat", type=int, default=1, help="run every scenario N times; report medians"
     )
     args = parser.parse_args()
-    values = (args.duration, args.threads, args.products, args.repeat)
-    if min(values) < 1 or args.connections < args.threads:
-        parser.error("duration, threads, products and repeat must be >= 1, connections >= threads")
-    options = Options(args.duration, args.connections, args.threads, args.products, args.repeat)
+    values = (args.duration, args.threads, args.products, args.customers, args.repeat)
+    if min(values) < 1 or args.tasks < TASK_PAGE_SIZE or args.connections < args.threads:
+        parser.error(
+            "duration, threads, products, customers and repeat must be >= 1, "
+            f"tasks >= {TASK_PAGE_SIZE}, connections >= threads"
+        )
+    options = Options(
+        duration=args.duration,
+        connections=args.connections,
+        threads=args.threads,
+        products=args.products,
+        customers=args.customers,
+        tasks=args.tasks,
+        repeat=args.repeat,
+    )
     if planned_seconds(options) > ACCESS_TOKEN_TTL_MINUTES * 60 * 0.9:
         parser.error(
             f"the run would outlast the {ACCESS_TOKEN_TTL_MINUTES}-minute access token: "
@@ -621,16 +711,16 @@ def parse_options() -> Options:
 
 
 def planned_seconds(options: Options) -> int:
-    scenario_count = 5
+    scenario_count = 6
     return scenario_count * options.repeat * (WARMUP_S + options.duration)
 
 
-def run(options: Options) -> list[Result]:
+def run(options: Options) -> tuple[list[Result], tuple[float, float]]:
     wrk = ensure_wrk()
     password = secrets.token_urlsafe(24)
     with ExitStack() as stack:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        database_url = stack.enter_context(embedded_database(options.products, password))
+        database_url = stack.enter_context(embedded_database(options, password))
         api_port, auth_off_port, baseline_port = free_port(), free_port(), free_port()
         servers = Servers(
             api=f"http://{HOST}:{api_port}",
@@ -676,19 +766,21 @@ def run(options: Options) -> list[Result]:
             label = f" [run {number}/{options.repeat}]" if options.repeat > 1 else ""
             for scenario, results in zip(plan, runs, strict=True):
                 results.append(measure(wrk, scenario, options, label))
-        return [median_result(results) for results in runs]
+        page_timing = sequential_timing(tasks_url(api), token)
+        return [median_result(results) for results in runs], page_timing
 
 
 def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     options = parse_options()
     try:
-        results = run(options)
+        results, (page_median, page_p95) = run(options)
     except RuntimeError as exc:
         sys.exit(f"benchmark failed: {exc}")
     print()
     print(
-        f"{options.products} products, {options.connections} connections, "
+        f"{options.products} products, {options.customers} customers, {options.tasks} tasks, "
+        f"{options.connections} connections, "
         f"{options.threads} wrk threads, {options.duration}s per scenario, {WORKERS} workers each"
         + (f", median of {options.repeat} runs" if options.repeat > 1 else "")
     )
@@ -696,6 +788,10 @@ def main() -> None:
     print(table(results))
     print()
     print(summary(results))
+    print(
+        f"one client alone, GET /tasks?limit={TASK_PAGE_SIZE} (with summaries), "
+        f"{SEQUENTIAL_REQUESTS} requests: median {page_median:.1f} ms, p95 {page_p95:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Seed the default roles, the first superuser and demo products, idempotently: running it
-twice leaves the same rows.
+"""Seed the default roles, the first superuser, demo products and customers, idempotently:
+running it twice leaves the same rows.
 
-    uv run python scripts/seed.py [--products 50]
+    uv run python scripts/seed.py [--products 50] [--customers 20]
 
 Uses DATABASE_URL, else the embedded PostgreSQL (started and migrated first).
 """
@@ -52,7 +52,43 @@ async def seed_products(url: str, count: int) -> int:
     return int(result)
 
 
-async def main(products: int) -> None:
+_STATUSES = ("lead", "active", "inactive")
+
+
+async def seed_customers(url: str, count: int) -> int:
+    """Insert `count` demo customers (demo-customer-N@example.com), skipping emails that exist;
+    return how many were new."""
+    rows = [
+        (
+            f"Demo customer {number}",
+            f"demo-customer-{number}@example.com",
+            f"Demo company {number % 7}",
+            _STATUSES[number % len(_STATUSES)],
+        )
+        for number in range(1, count + 1)
+    ]
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        result = await connection.fetchval(
+            """
+            WITH inserted AS (
+                INSERT INTO customers (name, email, company, status)
+                SELECT name, email, company, status::customer_status
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                    AS t(name, email, company, status)
+                ON CONFLICT ((lower((email)::text))) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM inserted
+            """,
+            *(list(column) for column in zip(*rows, strict=True)),
+        )
+    finally:
+        await connection.close()
+    return int(result)
+
+
+async def main(products: int, customers: int) -> None:
     settings = get_settings()
     url = await asyncio.to_thread(resolve_database_url, settings)
     if settings.database_url is None:
@@ -70,9 +106,13 @@ async def main(products: int) -> None:
     )
     added = await seed_products(url, products)
     print(f"products: {added} added, {products - added} already there")
+    added = await seed_customers(url, customers)
+    print(f"customers: {added} added, {customers - added} already there")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=50, help="demo products to ensure")
-    asyncio.run(main(parser.parse_args().products))
+    parser.add_argument("--customers", type=int, default=20, help="demo customers to ensure")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.products, arguments.customers))
