@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backoffice.audit.models import RETENTION_SETTING
 from backoffice.auth.bootstrap import DEFAULT_ROLES
 from backoffice.auth.models import Role, User, UserRole
 from backoffice.auth.repository import RoleRepository
@@ -243,6 +244,8 @@ async def committed_client(settings: Settings, database_url: str) -> AsyncIterat
             yield client
     finally:
         async with database.engine.begin() as connection:
+            # The audit tables refuse TRUNCATE except from the retention job, which this is.
+            await connection.execute(text(f"SET LOCAL {RETENTION_SETTING} = 'on'"))
             tables = await connection.scalars(
                 text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
             )

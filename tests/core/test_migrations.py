@@ -42,6 +42,17 @@ _CATALOG_QUERIES = {
         FROM pg_enum enum JOIN pg_type typ ON typ.oid = enum.enumtypid
         JOIN pg_namespace ns ON ns.oid = typ.typnamespace WHERE ns.nspname = 'public'""",
     "extensions": "SELECT extname FROM pg_extension",
+    "triggers": """
+        SELECT rel.relname, trg.tgname, pg_get_triggerdef(trg.oid)
+        FROM pg_trigger trg JOIN pg_class rel ON rel.oid = trg.tgrelid
+        JOIN pg_namespace ns ON ns.oid = rel.relnamespace
+        WHERE ns.nspname = 'public' AND NOT trg.tgisinternal""",
+    "functions": """
+        SELECT proc.proname, pg_get_functiondef(proc.oid) FROM pg_proc proc
+        JOIN pg_namespace ns ON ns.oid = proc.pronamespace
+        WHERE ns.nspname = 'public' AND proc.prokind = 'f'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.objid = proc.oid
+                          AND dep.deptype = 'e')""",
     "sequences": """
         SELECT sequencename, data_type, increment_by FROM pg_sequences
         WHERE schemaname = 'public'""",

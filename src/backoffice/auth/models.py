@@ -38,6 +38,8 @@ _ACTIONS = ", ".join(f"'{action}'" for action in Action)
 
 class User(SQLModel, table=True):
     __tablename__: ClassVar[str] = "users"
+    __audit_entity__: ClassVar[str] = "user"
+    __audit_masked__: ClassVar[frozenset[str]] = frozenset({"hashed_password"})
 
     id: int | None = id_field()
     email: str = Field(sa_column=Column(String(EMAIL_MAX_LENGTH), nullable=False))
@@ -77,6 +79,7 @@ class User(SQLModel, table=True):
 
 class Role(SQLModel, table=True):
     __tablename__: ClassVar[str] = "roles"
+    __audit_entity__: ClassVar[str] = "role"
 
     id: int | None = id_field()
     name: str = Field(sa_column=Column(String(ROLE_NAME_MAX_LENGTH), nullable=False))
@@ -99,6 +102,7 @@ class RoleGrant(SQLModel, table=True):
     """What a role may do in one module; `read` is implied by any grant."""
 
     __tablename__: ClassVar[str] = "role_grants"
+    __audit_entity__: ClassVar[str] = "role_grant"
 
     role_id: int = Field(
         sa_column=Column(
@@ -119,6 +123,7 @@ class RoleGrant(SQLModel, table=True):
 
 class UserRole(SQLModel, table=True):
     __tablename__: ClassVar[str] = "user_roles"
+    __audit_entity__: ClassVar[str] = "user_role"
 
     user_id: int = Field(
         sa_column=Column(

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     login_rate_limit: Annotated[str, Field(pattern=r"^\d+\s*(/|per)\s*\d*\s*[a-z]+$")] = "10/minute"
     # e.g. redis://localhost:6379/0: share the limit between workers and hosts (memory if unset)
     rate_limit_storage_url: str | None = None
+
+    # Client IPs: X-Forwarded-For is believed only when the peer is one of these networks
+    # (e.g. ["10.0.0.0/8"] behind a load balancer); otherwise the peer address is the client.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+
+    # Audit trail (docs/AUDIT_GUIDE.md)
+    audit_access_enabled: bool = True
+    audit_data_enabled: bool = True
+    # Path prefixes whose requests are not access-logged (probes, docs, assets).
+    audit_skip_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/docs", "/redoc", "/openapi.json", "/favicon.ico"]
+    )
+    # Access entries wait in a bounded in-memory queue; when it is full the oldest are dropped
+    # (and counted) rather than slowing requests down.
+    audit_queue_max: Annotated[int, Field(ge=1)] = 10_000
+    audit_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    audit_flush_interval_ms: Annotated[int, Field(ge=10)] = 1_000
+    # scripts/archive_audit.py: rows older than this many days move to the archive directory.
+    audit_retention_days: Annotated[int, Field(ge=1)] = 90
+    audit_archive_dir: Path = PROJECT_ROOT / ".data" / "audit-archive"
 
     # The first superuser, created by `task seed` and the first start of the embedded database
     first_superuser_email: str = EXAMPLE_SUPERUSER_EMAIL

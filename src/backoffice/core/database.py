@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backoffice.audit import changes
 from backoffice.core.config import Settings
 from backoffice.core.errors import DomainError
 
@@ -105,10 +106,13 @@ class Database:
         )
         # Reads run one statement each: autocommit spares the BEGIN and COMMIT round trips.
         read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Every session records the data changes it makes (audit/changes.py listens on all
+        # sessions from its import on), unless AUDIT_DATA_ENABLED switches it off.
+        info = {changes.CAPTURE_INFO_KEY: settings.audit_data_enabled}
         return cls(
             engine=engine,
-            sessions=async_sessionmaker(engine, expire_on_commit=False),
-            read_sessions=async_sessionmaker(read_engine, expire_on_commit=False),
+            sessions=async_sessionmaker(engine, expire_on_commit=False, info=info),
+            read_sessions=async_sessionmaker(read_engine, expire_on_commit=False, info=info),
         )
 
     async def dispose(self) -> None:

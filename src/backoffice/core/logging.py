@@ -22,7 +22,8 @@ _SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key", "_hash")
 REDACTED: Final = "***"
 
 
-def _is_secret(key: str) -> bool:
+def is_secret_name(key: str) -> bool:
+    """Whether a field or log key of this name holds a secret (a password, token, key...)."""
     name = key.lower()
     return name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES)
 
@@ -33,7 +34,7 @@ def redact_secrets(
     """Mask any value whose key names a secret (`password`, `refresh_token`, `secret_key`...),
     whoever logs it: a password or token must never reach a log line."""
     for key in event_dict:
-        if _is_secret(key):
+        if is_secret_name(key):
             event_dict[key] = REDACTED
     return event_dict
 

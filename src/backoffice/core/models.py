@@ -58,13 +58,14 @@ def optimistic_locking(model: Any) -> dict[str, Any]:
     return {"version_id_col": model.__table__.c.version, "eager_defaults": True}
 
 
-def enum_field[E: StrEnum](enum: type[E], type_name: str, default: E) -> E:
-    """A PostgreSQL enum column holding the members' values. Its order is the declaration
-    order, so sorting by it is meaningful (low < medium < high) and an index serves it."""
+def enum_field[E: StrEnum](enum: type[E], type_name: str, default: E | None = None) -> E:
+    """A PostgreSQL enum column holding the members' values (required when no default). Its
+    order is the declaration order, so sorting by it is meaningful (low < medium < high) and an
+    index serves it."""
     column: Column[E] = Column(
         Enum(enum, name=type_name, values_callable=lambda members: [m.value for m in members]),
         nullable=False,
-        server_default=default.value,
+        server_default=None if default is None else default.value,
     )
     return cast("E", Field(default=default, sa_column=column))
 

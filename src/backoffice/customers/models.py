@@ -31,6 +31,7 @@ class CustomerStatus(StrEnum):
 
 class Customer(SQLModel, table=True):
     __tablename__: ClassVar[str] = "customers"
+    __audit_entity__: ClassVar[str] = "customer"
 
     id: int | None = id_field()
     name: str = Field(sa_column=Column(String(NAME_MAX_LENGTH), nullable=False))

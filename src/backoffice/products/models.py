@@ -33,6 +33,7 @@ DESCRIPTION_MAX_LENGTH = 5000
 
 class Product(SQLModel, table=True):
     __tablename__: ClassVar[str] = "products"
+    __audit_entity__: ClassVar[str] = "product"
 
     id: int | None = id_field()
     sku: str = Field(sa_column=Column(String(SKU_MAX_LENGTH), nullable=False))

@@ -1,7 +1,7 @@
 from collections.abc import Mapping
 from typing import ClassVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 
 from backoffice.core.errors import ConflictError, DomainError
 from backoffice.core.repository import BaseRepository
@@ -26,7 +26,8 @@ class ProductRepository(BaseRepository[Product]):
                 updated_at=func.now(),
             )
             .returning(Product)
-            .execution_options(populate_existing=True)
         )
-        result = await self.session.execute(select(Product).from_statement(statement))
+        result = await self.session.execute(
+            statement, execution_options={"populate_existing": True}
+        )
         return result.scalars().one_or_none()

@@ -68,6 +68,7 @@ def _reference(target: str) -> Any:
 
 class Task(SQLModel, table=True):
     __tablename__: ClassVar[str] = "tasks"
+    __audit_entity__: ClassVar[str] = "task"
 
     id: int | None = id_field()
     title: str = Field(sa_column=Column(String(TITLE_MAX_LENGTH), nullable=False))

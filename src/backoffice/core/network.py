@@ -1,0 +1,25 @@
+"""Who the client is when proxies stand in between."""
+
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+
+def client_ip(
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted_proxies: Sequence[IPv4Network | IPv6Network],
+) -> str | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the
+    right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries further
+    left were written by the client and prove nothing). None when no valid address is known."""
+    candidates = [peer or ""]
+    if forwarded_for:
+        candidates += [entry.strip() for entry in reversed(forwarded_for.split(","))]
+    for candidate in candidates:
+        try:
+            address = ip_address(candidate)
+        except ValueError:
+            return None
+        if not any(address in network for network in trusted_proxies):
+            return str(address)
+    return None
