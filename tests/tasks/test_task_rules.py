@@ -147,7 +147,7 @@ def test_completed_at_for_any_other_status_is_cleared(
 
 
 def test_open_statuses_are_the_unfinished_ones() -> None:
-    assert OPEN_STATUSES == {TODO, IN_PROGRESS, BLOCKED}
+    assert {TODO, IN_PROGRESS, BLOCKED} == OPEN_STATUSES
 
 
 @pytest.mark.parametrize("status", sorted(OPEN_STATUSES))

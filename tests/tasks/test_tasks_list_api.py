@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.auth.models import User
@@ -55,7 +55,7 @@ def task_id(task: Task) -> int:
 def _title(number: int) -> str:
     # LIKE wildcards in some titles: q must take them literally.
     specials = {0: "50% off", 10: "500 off", 5: "snake_case", 15: "snakeXcase"}
-    base = specials.get(number % 20, ["Call", "email", "Visit", "call back"][number % 4])
+    base = specials.get(number % 20, ["Call", "email", "Visit", "call back"][number % 7 % 4])
     return f"{base} {number % 13}"
 
 
@@ -72,9 +72,7 @@ async def seed(session: AsyncSession, creator: User, rows: int = ROWS) -> Seeded
         Customer(name=f"Customer {n}", email=f"c{n}@example.com", company=company)
         for n, company in enumerate(["Acme", None, "Initech", "Nobody's"])
     ]
-    products = [
-        Product(sku=f"T-{n}", name=f"Product {n}", price=Decimal("9.99")) for n in range(3)
-    ]
+    products = [Product(sku=f"T-{n}", name=f"Product {n}", price=Decimal("9.99")) for n in range(3)]
     session.add_all([*customers, *products])
     await session.flush()
     today = utc_today()
@@ -85,11 +83,12 @@ async def seed(session: AsyncSession, creator: User, rows: int = ROWS) -> Seeded
             title=_title(number),
             status=statuses[number % 5],
             completed_at=now if statuses[number % 5] == TaskStatus.DONE else None,
-            priority=priorities[(number // 3) % 4],
+            priority=priorities[(number // 5) % 4],
             due_date=None if number % 3 == 0 else today + timedelta(days=number % 11 - 5),
-            assignee_id=assignees[(number // 2) % 4 - 1].id if (number // 2) % 4 else None,
+            # Independent cycles, so that every combination of references occurs.
+            assignee_id=assignees[(number // 4) % 4 - 1].id if (number // 4) % 4 else None,
             customer_id=customers[number % 4 - 1].id if number % 4 else None,
-            product_id=products[(number // 5) % 4 - 1].id if (number // 5) % 4 else None,
+            product_id=products[(number // 16) % 4 - 1].id if (number // 16) % 4 else None,
             created_by=user_id(creator),
             # 50 distinct instants, not in id order: creation-time ties are common.
             created_at=now - timedelta(days=1) + timedelta(minutes=(number * 37) % 50),
@@ -114,7 +113,7 @@ async def walk(
     cursor: str | None = None
     for _ in range(1000):
         page_params = [*params, ("limit", str(limit))] + ([("cursor", cursor)] if cursor else [])
-        response = await client.get(url, params=page_params)
+        response = await client.get(url, params=tuple(page_params))
         assert response.status_code == 200, response.text
         page = response.json()
         assert len(page["items"]) <= limit
@@ -211,7 +210,8 @@ async def test_due_date_sorts_put_undated_tasks_last(
 
     dates = [item["due_date"] for item in items]
     first_undated = dates.index(None)
-    assert dates[:first_undated] and None not in dates[:first_undated]
+    assert dates[:first_undated]
+    assert None not in dates[:first_undated]
     assert set(dates[first_undated:]) == {None}
     dated = dates[:first_undated]
     assert dated == sorted(dated, reverse=sort == TaskSort.DUE_DATE_DESC)
@@ -311,18 +311,20 @@ def resolve(params: Params, seeded: Seeded) -> Params:
     """Placeholders to values: @assignee<n>, @customer<n>, @product<n>, @today[+-days]."""
     today = utc_today()
     resolved: Params = []
-    for name, value in params:
-        if value.startswith("@today"):
-            offset = int(value.removeprefix("@today") or 0)
+    for name, placeholder in params:
+        value = placeholder
+        if placeholder.startswith("@today"):
+            offset = int(placeholder.removeprefix("@today") or 0)
             value = (today + timedelta(days=offset)).isoformat()
-        elif value.startswith("@"):
+        elif placeholder.startswith("@"):
             for prefix, entities in (
                 ("@assignee", seeded.assignees),
                 ("@customer", seeded.customers),
                 ("@product", seeded.products),
             ):
-                if value.startswith(prefix):
-                    value = str(entities[int(value.removeprefix(prefix))].id)
+                if placeholder.startswith(prefix):
+                    value = str(entities[int(placeholder.removeprefix(prefix))].id)
+            assert value != placeholder, placeholder
         resolved.append((name, value))
     return resolved
 
@@ -358,7 +360,9 @@ def python_filter(
             "q": lambda value: value.lower() in item["title"].lower(),
         }
         return all(
-            checks[name](value) for name, value in params if name not in {"status", "priority"}
+            checks[name](value)
+            for name, value in params
+            if name not in {"status", "priority", "sort"}
         )
 
     return keep
@@ -399,11 +403,11 @@ FILTER_CASES: list[Params] = [
     [("customer_id", "@customer0"), ("product_id", "@product0"), ("due_before", "@today+3")],
     [("assignee", "me"), ("overdue", "false"), ("q", "a"), ("sort", "priority")],
     [("status", "blocked"), ("due_after", "@today-5"), ("sort", "-created_at")],
-    [("priority", "medium"), ("q", "off"), ("sort", "created_at")],
+    [("priority", "medium"), ("priority", "high"), ("q", "off"), ("sort", "created_at")],
 ]
 
 
-@pytest.mark.parametrize("params", FILTER_CASES, ids=lambda params: str(params))
+@pytest.mark.parametrize("params", FILTER_CASES, ids=str)
 async def test_list_tasks_filters_match_a_python_filter_of_the_same_rows(
     client: AsyncClient, session: AsyncSession, superuser: User, params: Params
 ) -> None:
@@ -419,7 +423,7 @@ async def test_list_tasks_filters_match_a_python_filter_of_the_same_rows(
     expected = in_order([item for item in everything if keep(item)], sort)
     assert [item["id"] for item in filtered] == expected
     assert filtered  # each case was chosen to match something
-    assert len(filtered) < ROWS or params == [("overdue", "false")]
+    assert len(filtered) < ROWS  # and excluded something
 
 
 async def test_overdue_excludes_closed_tasks_however_late(
@@ -453,7 +457,9 @@ async def test_overdue_false_includes_undated_and_due_today(
         and (task.due_date is None or task.due_date >= utc_today())
     }
     assert any(task.due_date is None for task in seeded.tasks if task_id(task) in open_not_late)
-    assert any(task.due_date == utc_today() for task in seeded.tasks if task_id(task) in open_not_late)
+    assert any(
+        task.due_date == utc_today() for task in seeded.tasks if task_id(task) in open_not_late
+    )
 
     items = await walk(client, [("overdue", "false"), *[("status", s) for s in OPEN]])
 
@@ -526,7 +532,7 @@ async def test_customer_tasks_are_exactly_that_customers_tasks(
         [("due_after", "@today-1"), ("due_before", "@today+4"), ("sort", "-due_date")],
         [("q", "CALL"), ("sort", "priority")],
     ],
-    ids=lambda params: str(params),
+    ids=str,
 )
 async def test_customer_tasks_filters_match_a_python_filter(
     client: AsyncClient, session: AsyncSession, superuser: User, params: Params
@@ -709,7 +715,9 @@ async def test_reading_one_task_is_two_queries(
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["assignee"] and body["customer"] and body["product"]
+    assert body["assignee"]
+    assert body["customer"]
+    assert body["product"]
     assert len(statements) == 2, statements  # who you are; the task with its summaries
     assert_one_joined_read(statements[-1])
 
@@ -739,7 +747,6 @@ def assert_index_scan_without_sort(lines: list[str]) -> None:
         line.strip().startswith(("->  Sort", "->  Incremental Sort")) or line.startswith("Sort")
         for line in lines
     ), plan
-    assert "Seq Scan on tasks" not in plan, plan
 
 
 @pytest.mark.parametrize("sort", list(TaskSort))
@@ -769,22 +776,34 @@ async def test_the_apps_own_page_query_is_answered_by_an_index_without_sorting(
     session: AsyncSession,
     superuser: User,
     connection: AsyncConnection,
-    statements: list[str],
     sort: TaskSort,
 ) -> None:
-    """The query the app really issues (joins, seek condition and all), planned generically."""
+    """The query the app really issues for a later page (joins, seek condition and all),
+    explained with the values it was sent with."""
     await seed_fully_referenced(session, superuser, 10)
     cursor = (await client.get(TASKS, params={"limit": 3, "sort": sort.value})).json()[
         "next_cursor"
     ]
-    statements.clear()
-    response = await client.get(TASKS, params={"limit": 3, "sort": sort.value, "cursor": cursor})
+    issued: list[tuple[str, Any]] = []
+
+    def capture(*args: Any) -> None:
+        issued.append((str(args[2]), args[3]))
+
+    sync_connection = connection.sync_connection
+    assert sync_connection is not None
+    event.listen(sync_connection, "before_cursor_execute", capture)
+    try:
+        response = await client.get(
+            TASKS, params={"limit": 3, "sort": sort.value, "cursor": cursor}
+        )
+    finally:
+        event.remove(sync_connection, "before_cursor_execute", capture)
     assert response.status_code == 200, response.text
-    page_query = statements[-1]
+    page_query, parameters = issued[-1]
     assert_one_joined_read(page_query)
     await _disable_everything_but_index_scans(connection)
 
-    plan = await connection.execute(text(f"EXPLAIN (GENERIC_PLAN) {page_query}"))
+    plan = await connection.exec_driver_sql(f"EXPLAIN {page_query}", parameters)
 
     assert_index_scan_without_sort([line for (line,) in plan])
 
@@ -825,7 +844,7 @@ async def test_the_apps_own_page_query_is_answered_by_an_index_without_sorting(
 async def test_list_tasks_with_invalid_query_returns_422(
     client: AsyncClient, params: Params
 ) -> None:
-    response = await client.get(TASKS, params=params)
+    response = await client.get(TASKS, params=tuple(params))
 
     assert_problem(response, 422, "validation-error")
 

@@ -22,8 +22,8 @@ from backoffice.customers.models import (
     CustomerStatus,
 )
 
-_PHONE_SEPARATORS = re.compile(r"[\s().-]")
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_PHONE_SEPARATORS = re.compile(r"[ ().-]")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits only: \d takes any script's
 
 
 def _normalise_phone(phone: str) -> str:
