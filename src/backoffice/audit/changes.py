@@ -43,6 +43,9 @@ class AuditedTable:
     entity_type: str
     primary_key: tuple[str, ...]
     masked: frozenset[str]
+    # Columns the ORM maintains itself (the version counter, `onupdate` timestamps): left out
+    # of UPDATE records, whichever way the update was made, so the trail shows what changed.
+    bookkeeping: frozenset[str] = frozenset()
     # (child table, its foreign-key column) for audited children deleted by ON DELETE CASCADE
     cascades: tuple[tuple[Table, str], ...] = ()
 
@@ -63,6 +66,11 @@ def _audited_tables(mapper_count: int) -> Mapping[str, AuditedTable]:
             entity_type=model.__audit_entity__,
             primary_key=tuple(column.key for column in tables[name].primary_key),
             masked=frozenset(getattr(model, "__audit_masked__", ())),
+            bookkeeping=frozenset(
+                column.key
+                for column in tables[name].columns
+                if column.onupdate is not None or column.key == "version"
+            ),
             cascades=tuple(
                 (child, fk.parent.key)
                 for child in tables.values()
@@ -128,13 +136,21 @@ def _loaded(state: InstanceState[Any]) -> dict[str, Any]:
 def _changed(state: InstanceState[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     old: dict[str, Any] = {}
     new: dict[str, Any] = {}
+    bookkeeping = audited_bookkeeping(state)
     for attribute in state.mapper.column_attrs:
+        if attribute.key in bookkeeping:
+            continue
         history = state.attrs[attribute.key].history
         if not history.added:
             continue
         old[attribute.key] = history.deleted[0] if history.deleted else None
         new[attribute.key] = history.added[0]
     return old, new
+
+
+def audited_bookkeeping(state: InstanceState[Any]) -> frozenset[str]:
+    policy = audited_table(state.mapper.local_table.description)
+    return frozenset() if policy is None else policy.bookkeeping
 
 
 def _unit_of_work_records(session: Session) -> Iterable[dict[str, Any]]:
@@ -237,7 +253,9 @@ def _on_statement(execution: ORMExecuteState) -> Result[Any] | None:
     records = []
     for old_row in before:
         new_row = after[_key(policy, old_row)]
-        changed = [key for key in new_row if new_row[key] != old_row[key]]
+        changed = [
+            key for key in new_row if key not in policy.bookkeeping and new_row[key] != old_row[key]
+        ]
         if changed:
             records.append(
                 _record(

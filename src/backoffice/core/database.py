@@ -152,7 +152,7 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="functi
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Connect on start-up (starting and migrating the embedded server when DATABASE_URL is
     unset) and release every connection on shutdown."""
     from backoffice.core.migrations import apply_migrations  # noqa: PLC0415  # migrations import this module

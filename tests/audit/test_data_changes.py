@@ -1,0 +1,290 @@
+"""Every INSERT, UPDATE and DELETE of an audited model leaves a data_changes row in the same
+transaction: through the unit of work, through our own bulk statements, through cascades."""
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backoffice.audit.changes import CAPTURE_INFO_KEY
+from backoffice.audit.models import DataChange
+from backoffice.auth.models import User
+from backoffice.core.logging import REDACTED
+from backoffice.products.models import Product
+from tests.audit.conftest import changes_of, summary
+from tests.conftest import TEST_PASSWORD, create_user
+from tests.products.conftest import product_payload
+
+PRODUCTS = "/api/v1/products"
+
+
+async def _count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(DataChange)) or 0)
+
+
+# --- products: every action, actor and request id ------------------------------------------
+
+
+async def test_product_insert_update_delete_are_recorded_with_actor_and_request_id(
+    client: AsyncClient, session: AsyncSession, superuser: User
+) -> None:
+    created = await client.post(PRODUCTS, json=product_payload(name="Lamp", price="10.00"))
+    product_id = created.json()["id"]
+    patched = await client.patch(f"{PRODUCTS}/{product_id}", json={"name": "Desk lamp"})
+    deleted = await client.delete(f"{PRODUCTS}/{product_id}")
+
+    changes = await changes_of(session, "product", product_id)
+
+    assert [change.action for change in changes] == ["insert", "update", "delete"]
+    insert, update, delete = changes
+    assert insert.old_values is None
+    assert insert.new_values is not None
+    assert insert.new_values["name"] == "Lamp"
+    assert insert.new_values["price"] == "10.00"
+    assert insert.new_values["id"] == product_id
+    # Only what the request changed (the version column is the ORM's bookkeeping).
+    assert update.old_values == {"name": "Lamp"}
+    assert update.new_values == {"name": "Desk lamp"}
+    assert delete.old_values is not None
+    assert delete.old_values["name"] == "Desk lamp"
+    assert delete.new_values is None
+    for change, response in zip(changes, (created, patched, deleted), strict=True):
+        assert change.actor_user_id == superuser.id
+        assert change.request_id == response.headers["x-request-id"]
+
+
+async def test_stock_adjustment_bulk_update_is_recorded_with_old_and_new_values(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    created = (await client.post(PRODUCTS, json=product_payload(stock_quantity=5))).json()
+
+    await client.post(f"{PRODUCTS}/{created['id']}/stock-adjustments", json={"delta": -2})
+
+    last = (await changes_of(session, "product", created["id"]))[-1]
+    assert last.action == "update"
+    assert last.old_values is not None
+    assert last.new_values is not None
+    # Only the business change: the version and updated_at bookkeeping is left out, as it is
+    # for updates through the unit of work.
+    assert last.old_values == {"stock_quantity": 5}
+    assert last.new_values == {"stock_quantity": 3}
+
+
+async def test_a_refused_stock_adjustment_records_nothing(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    created = (await client.post(PRODUCTS, json=product_payload(stock_quantity=1))).json()
+
+    response = await client.post(
+        f"{PRODUCTS}/{created['id']}/stock-adjustments", json={"delta": -5}
+    )
+
+    assert response.status_code == 409
+    assert [c.action for c in await changes_of(session, "product", created["id"])] == ["insert"]
+
+
+async def test_a_patch_that_changes_nothing_records_nothing(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    created = (await client.post(PRODUCTS, json=product_payload(name="Same"))).json()
+
+    await client.patch(f"{PRODUCTS}/{created['id']}", json={})
+
+    assert len(await changes_of(session, "product", created["id"])) == 1
+
+
+# --- rollback -------------------------------------------------------------------------------
+
+
+async def test_a_failed_request_rolls_its_audit_rows_back_with_its_changes(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    await client.post(PRODUCTS, json=product_payload(sku="TAKEN-1"))
+    other = (await client.post(PRODUCTS, json=product_payload(sku="FREE-1"))).json()
+    before = await _count(session)
+
+    # The UPDATE is flushed (and would be recorded), then the unique index refuses it.
+    response = await client.patch(f"{PRODUCTS}/{other['id']}", json={"sku": "taken-1"})
+
+    assert response.status_code == 409
+    assert await _count(session) == before
+
+
+async def test_a_rolled_back_transaction_leaves_no_audit_row(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    async with sessionmaker() as writer:
+        writer.add(Product(sku="GONE-1", name="Gone", price=Decimal(1)))
+        await writer.flush()
+        assert len(await changes_of(writer, "product")) == 1  # recorded, in the transaction
+        await writer.rollback()
+
+    assert await changes_of(session, "product") == []
+
+
+async def test_capture_can_be_switched_off_per_session(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    async with sessionmaker(info={CAPTURE_INFO_KEY: False}) as quiet:
+        quiet.add(Product(sku="QUIET-1", name="Quiet", price=Decimal(1)))
+        await quiet.commit()
+
+    assert await changes_of(session, "product") == []
+
+
+# --- customers and tasks --------------------------------------------------------------------
+
+
+async def test_customer_and_task_changes_are_recorded_including_unlinking_on_delete(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    customer = (
+        await client.post("/api/v1/customers", json={"name": "Ada", "email": "ada@example.com"})
+    ).json()
+    task = (
+        await client.post("/api/v1/tasks", json={"title": "Call", "customer_id": customer["id"]})
+    ).json()
+    await client.patch(f"/api/v1/tasks/{task['id']}", json={"status": "cancelled"})
+    await client.patch(f"/api/v1/customers/{customer['id']}", json={"status": "active"})
+
+    response = await client.delete(f"/api/v1/customers/{customer['id']}")
+
+    assert response.status_code == 204
+    customer_changes = await changes_of(session, "customer", customer["id"])
+    assert [c.action for c in customer_changes] == ["insert", "update", "delete"]
+    assert customer_changes[1].old_values == {"status": "lead"}
+    assert customer_changes[1].new_values == {"status": "active"}
+    task_changes = await changes_of(session, "task", task["id"])
+    assert [c.action for c in task_changes] == ["insert", "update", "update"]
+    assert task_changes[1].new_values is not None
+    assert task_changes[1].new_values["status"] == "cancelled"
+    unlinked = task_changes[2]
+    assert unlinked.old_values is not None
+    assert unlinked.new_values is not None
+    assert (unlinked.old_values["customer_id"], unlinked.new_values["customer_id"]) == (
+        customer["id"],
+        None,
+    )
+
+
+async def test_task_delete_is_recorded_with_its_last_values(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    task = (await client.post("/api/v1/tasks", json={"title": "Temporary"})).json()
+
+    await client.delete(f"/api/v1/tasks/{task['id']}")
+
+    delete = (await changes_of(session, "task", task["id"]))[-1]
+    assert summary(delete)[0] == "delete"
+    assert delete.old_values is not None
+    assert delete.old_values["title"] == "Temporary"
+
+
+# --- users, roles, grants, user-role links, and masking -------------------------------------
+
+
+async def test_user_changes_never_record_the_password_hash(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    created = await client.post(
+        "/api/v1/users",
+        json={"email": "grace@example.com", "full_name": "Grace", "password": TEST_PASSWORD * 2},
+    )
+    user_id = created.json()["id"]
+    await client.patch(f"/api/v1/users/{user_id}", json={"full_name": "Grace H."})
+    await client.delete(f"/api/v1/users/{user_id}")
+
+    changes = await changes_of(session, "user", user_id)
+
+    assert [c.action for c in changes] == ["insert", "update", "delete"]
+    assert changes[0].new_values is not None
+    assert changes[0].new_values["hashed_password"] == REDACTED
+    assert changes[2].old_values is not None
+    assert changes[2].old_values["hashed_password"] == REDACTED
+    rows = await session.execute(
+        text("SELECT old_values::text, new_values::text FROM data_changes")
+    )
+    assert not any("argon2" in (value or "") for row in rows for value in row)
+
+
+async def test_a_password_change_is_recorded_masked(
+    session: AsyncSession, settings: Any, app: Any
+) -> None:
+    from tests.conftest import _client, tokens_for  # helpers of the root conftest
+
+    user = await create_user(session)
+    pair = await tokens_for(session, settings, user)
+    async with _client(app, pair.access_token) as own:
+        response = await own.put(
+            "/api/v1/users/me/password",
+            json={"current_password": TEST_PASSWORD, "new_password": "another long passphrase"},
+        )
+
+    assert response.status_code == 200, response.text
+    changes = await changes_of(session, "user", user.id)
+    updates = [summary(change) for change in changes if change.action == "update"]
+    assert ("update", {"hashed_password": REDACTED}, {"hashed_password": REDACTED}) in updates
+    assert ("update", {"token_version": 1}, {"token_version": 2}) in updates  # sessions ended
+    assert all(change.actor_user_id == user.id for change in changes[1:])
+
+
+async def test_a_failed_login_counter_update_is_recorded(
+    anonymous_client: AsyncClient, session: AsyncSession
+) -> None:
+    user = await create_user(session, email="typo@example.com")
+
+    await anonymous_client.post(
+        "/api/v1/auth/sessions", data={"username": "typo@example.com", "password": "wrong!"}
+    )
+
+    update = (await changes_of(session, "user", user.id))[-1]
+    assert update.action == "update"
+    assert update.old_values == {"failed_login_count": 0}
+    assert update.new_values == {"failed_login_count": 1}
+    assert update.actor_user_id is None  # nobody is signed in on a login
+
+
+async def test_roles_grants_and_user_role_links_are_recorded_even_when_cascaded(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    role = (
+        await client.post(
+            "/api/v1/roles",
+            json={"name": "auditors", "grants": [{"module": "audit", "actions": ["read"]}]},
+        )
+    ).json()
+    renamed = await client.patch(f"/api/v1/roles/{role['id']}", json={"name": "auditing"})
+    assert renamed.status_code == 200, renamed.text
+    user = await create_user(session)
+    assigned = await client.put(f"/api/v1/users/{user.id}/roles", json={"role_ids": [role["id"]]})
+    assert assigned.status_code == 200, assigned.text
+
+    deleted = await client.delete(f"/api/v1/roles/{role['id']}")
+
+    assert deleted.status_code == 204, deleted.text
+    role_changes = await changes_of(session, "role", role["id"])
+    assert [summary(c)[0] for c in role_changes] == ["insert", "update", "delete"]
+    assert summary(role_changes[1])[1:] == ({"name": "auditors"}, {"name": "auditing"})
+    grant_changes = await changes_of(session, "role_grant", f"{role['id']}/audit")
+    assert [c.action for c in grant_changes] == ["insert", "delete"]
+    assert grant_changes[0].new_values == {
+        "role_id": role["id"],
+        "module": "audit",
+        "actions": ["read"],
+    }
+    link_changes = await changes_of(session, "user_role", f"{user.id}/{role['id']}")
+    assert [c.action for c in link_changes] == ["insert", "delete"]  # the cascade, recorded
+
+
+@pytest.mark.parametrize("entity_type", ["product", "customer", "task", "user", "role"])
+async def test_every_audited_model_is_known_to_the_hooks(entity_type: str) -> None:
+    from backoffice.audit.changes import audited_table
+
+    tables = {"product": "products", "customer": "customers", "task": "tasks", "user": "users"}
+    policy = audited_table(tables.get(entity_type, "roles"))
+
+    assert policy is not None
+    assert policy.entity_type == entity_type
