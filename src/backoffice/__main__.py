@@ -67,7 +67,7 @@ def _serve(_: argparse.Namespace) -> None:
     _start_server(
         workers=get_settings().workers,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=False,  # client IPs come from TRUSTED_PROXIES (core/network.py)
         server_header=False,
         timeout_graceful_shutdown=30,
     )

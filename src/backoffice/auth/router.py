@@ -13,6 +13,7 @@ from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
 from backoffice.core.database import SessionDep
 from backoffice.core.errors import problem_responses
+from backoffice.core.network import client_ip
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 log = structlog.get_logger(__name__)
@@ -29,13 +30,18 @@ async def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter
 
 
 async def rate_limit_login(
-    request: Request, limiter: Annotated[RateLimiter, Depends(_login_limiter)]
+    request: Request,
+    limiter: Annotated[RateLimiter, Depends(_login_limiter)],
+    settings: SettingsDep,
 ) -> RateLimitState | None:
-    """Count this attempt; 429 past the limit. None when the limiter's storage is down: the
-    account lockout still stands, and logins keep working (fail open, logged)."""
-    client_ip = request.client.host if request.client else "unknown"
+    """Count this attempt per client IP (behind TRUSTED_PROXIES, the forwarded one); 429 past
+    the limit. None when the limiter's storage is down: the account lockout still stands, and
+    logins keep working (fail open, logged)."""
+    peer = request.client.host if request.client else None
+    forwarded_for = request.headers.get("x-forwarded-for")
+    address = client_ip(peer, forwarded_for, settings.trusted_proxies) or "unknown"
     try:
-        state = await limiter.hit(client_ip)
+        state = await limiter.hit(address)
     except Exception:  # any storage failure (Redis down, timeout...)
         log.exception("auth.rate_limiter_unavailable")
         return None

@@ -1,8 +1,13 @@
 """The application factory: it mounts routers, middleware and error handlers, nothing else."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from backoffice.audit.access import AccessAuditMiddleware, access_log_lifespan
+from backoffice.audit.router import router as audit_router
 from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
 from backoffice.auth.roles_router import router as roles_router
@@ -10,7 +15,7 @@ from backoffice.auth.router import router as auth_router
 from backoffice.auth.users_router import router as users_router
 from backoffice.core import health
 from backoffice.core.config import Settings, get_settings
-from backoffice.core.database import lifespan
+from backoffice.core.database import database_lifespan
 from backoffice.core.errors import ForbiddenError, problem_responses, register_error_handlers
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.middleware import BodySizeLimitMiddleware
@@ -20,6 +25,14 @@ from backoffice.tasks.router import customer_tasks_router
 from backoffice.tasks.router import router as tasks_router
 
 API_PREFIX = "/api/v1"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The database first; the access-log writer inside it, so on shutdown the writer flushes
+    its queue before the engine is disposed."""
+    async with database_lifespan(app), access_log_lifespan(app):
+        yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,12 +62,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(customer_tasks_router)
     api.include_router(users_router)
     api.include_router(roles_router)
+    api.include_router(audit_router)
     app.include_router(public_api)
     app.include_router(api)
     app.include_router(health.router)
 
     register_error_handlers(app)
-    # The last added is the outermost: the request id exists before anything can fail.
+    # The last added is the outermost: the request id exists before anything can fail, and
+    # the access audit sees every answer, a 413 from the body limit included.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(AccessAuditMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     return app

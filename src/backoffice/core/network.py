@@ -1,7 +1,7 @@
 """Who the client is when proxies stand in between."""
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 
 def client_ip(
@@ -11,15 +11,17 @@ def client_ip(
 ) -> str | None:
     """The client's address: the peer's, unless the peer is a trusted proxy; then the
     right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries further
-    left were written by the client and prove nothing). None when no valid address is known."""
+    left were written by the client and prove nothing). When every hop is trusted, the
+    left-most. None when an address on the way is not an IP address at all."""
     candidates = [peer or ""]
     if forwarded_for:
         candidates += [entry.strip() for entry in reversed(forwarded_for.split(","))]
+    address: IPv4Address | IPv6Address | None = None
     for candidate in candidates:
         try:
             address = ip_address(candidate)
         except ValueError:
             return None
         if not any(address in network for network in trusted_proxies):
-            return str(address)
-    return None
+            break
+    return None if address is None else str(address)

@@ -1,0 +1,229 @@
+"""The access log: one row per API request, written off the request's critical path.
+
+The middleware hands each finished request to `AccessLogWriter.record`, which only appends to a
+bounded in-memory queue; a background task inserts what is queued in batches. When the queue is
+full the oldest entries are dropped and counted (a request is never made to wait for the
+audit), and on a clean shutdown everything still queued is written before the engine goes away.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backoffice.audit.context import request_state
+from backoffice.audit.models import (
+    PATH_MAX_LENGTH,
+    USER_AGENT_MAX_LENGTH,
+    AccessLog,
+)
+from backoffice.core.config import Settings
+from backoffice.core.database import Database
+from backoffice.core.network import client_ip
+
+log = structlog.get_logger(__name__)
+
+_access_logs: Table = AccessLog.__table__  # type: ignore[attr-defined]  # set by SQLModel
+
+
+@dataclass(slots=True)
+class AccessEntry:
+    occurred_at: datetime
+    request_id: str
+    user_id: int | None
+    client_ip: str | None
+    user_agent: str | None
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+
+
+class AccessLogWriter:
+    """Bounded queue + batching inserter. `record` never blocks and never raises."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        max_queue: int,
+        batch_size: int,
+        flush_interval_s: float,
+    ) -> None:
+        self._sessions = sessions
+        self._queue: deque[AccessEntry] = deque()
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.written = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def record(self, entry: AccessEntry) -> None:
+        if len(self._queue) >= self._max_queue:
+            self._queue.popleft()
+            self.dropped += 1
+            # Once per power of two: a flood is visible in the logs without flooding them.
+            if self.dropped & (self.dropped - 1) == 0:
+                log.warning("audit.access_dropped", dropped=self.dropped, queue=self._max_queue)
+        self._queue.append(entry)
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="access-log-writer")
+
+    async def stop(self) -> None:
+        """Stop the background task, then write everything still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Insert everything queued, a batch per transaction. A batch the database refuses is
+        logged and counted as dropped: the queue must keep moving."""
+        while self._queue:
+            count = min(self._batch_size, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(count)]
+            try:
+                await self._insert(batch)
+            except Exception:
+                self.dropped += len(batch)
+                log.exception("audit.access_write_failed", entries=len(batch))
+            else:
+                self.written += len(batch)
+
+    async def _insert(self, batch: Sequence[AccessEntry]) -> None:
+        async with self._sessions() as session:
+            await session.execute(insert(_access_logs), [asdict(entry) for entry in batch])
+            await session.commit()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _skipped(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+
+
+class AccessAuditMiddleware:
+    """Times every HTTP request and queues its access entry once the response has been sent.
+
+    It also makes the request's state (request id, then the verified user id) visible to the
+    data-change hooks, which is why it is installed even when the access log is switched off.
+    The user id comes from `request.state.user_id`, which authentication sets only after it
+    has verified the token.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        token = request_state.set(state)
+        started = time.perf_counter()
+        occurred_at = datetime.now(UTC)
+        status = 500  # what the client gets if the app fails before answering
+
+        async def send_and_remember_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_remember_status)
+        finally:
+            request_state.reset(token)
+            self._record(scope, state, status, occurred_at, started)
+
+    def _record(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        status: int,
+        occurred_at: datetime,
+        started: float,
+    ) -> None:
+        settings = self.settings
+        path: str = scope["path"]  # the query string, where secrets may hide, is not kept
+        if not settings.audit_access_enabled or _skipped(path, settings.audit_skip_paths):
+            return
+        writer: AccessLogWriter | None = getattr(scope["app"].state, "access_log_writer", None)
+        if writer is None:
+            return
+        peer = scope.get("client")
+        user_agent = _header(scope, b"user-agent")
+        writer.record(
+            AccessEntry(
+                occurred_at=occurred_at,
+                request_id=state.get("request_id", ""),
+                user_id=state.get("user_id"),
+                client_ip=client_ip(
+                    peer[0] if peer else None,
+                    _header(scope, b"x-forwarded-for"),
+                    settings.trusted_proxies,
+                ),
+                user_agent=user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None,
+                method=scope["method"][:16],
+                path=path[:PATH_MAX_LENGTH],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        )
+
+
+@asynccontextmanager
+async def access_log_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the writer while the app runs; on shutdown write what is queued (before the engine
+    is disposed: this context is entered after the database's and left before it)."""
+    settings: Settings = app.state.settings
+    database: Database = app.state.database
+    writer = AccessLogWriter(
+        database.sessions,
+        max_queue=settings.audit_queue_max,
+        batch_size=settings.audit_batch_size,
+        flush_interval_s=settings.audit_flush_interval_ms / 1000,
+    )
+    app.state.access_log_writer = writer
+    writer.start()
+    try:
+        yield
+    finally:
+        await writer.stop()
+        log.info("audit.access_flushed", written=writer.written, dropped=writer.dropped)

@@ -1,0 +1,279 @@
+"""The access log: one row per request, queued off the critical path, batched, bounded, and
+flushed on shutdown."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from ipaddress import ip_network
+
+import pytest
+import structlog
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backoffice.audit.access import AccessEntry, AccessLogWriter, access_log_lifespan
+from backoffice.audit.models import AccessLog
+from backoffice.auth.models import User
+from backoffice.core.config import Settings
+from tests.conftest import _client
+
+PRODUCTS = "/api/v1/products"
+
+
+@pytest.fixture
+async def writer(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AccessLogWriter]:
+    """The app's access-log writer on the test transaction, flushed by hand."""
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
+    app.state.access_log_writer = writer
+    yield writer
+    await writer.stop()
+
+
+async def logged(session: AsyncSession) -> list[AccessLog]:
+    result = await session.execute(
+        select(AccessLog).order_by(AccessLog.id).execution_options(populate_existing=True)  # type: ignore[arg-type]
+    )
+    return list(result.scalars())
+
+
+def entry(number: int) -> AccessEntry:
+    return AccessEntry(
+        occurred_at=datetime.now(UTC),
+        request_id=f"request-{number}",
+        user_id=None,
+        client_ip="192.0.2.1",
+        user_agent="pytest",
+        method="GET",
+        path=f"/api/v1/products/{number}",
+        status=200,
+        duration_ms=1.5,
+    )
+
+
+# --- what a request leaves behind -----------------------------------------------------------
+
+
+async def test_an_authenticated_request_is_logged_with_the_verified_user(
+    client: AsyncClient, writer: AccessLogWriter, session: AsyncSession, superuser: User
+) -> None:
+    response = await client.get(
+        PRODUCTS, params={"q": "secret-ish"}, headers={"User-Agent": "audit-test/1.0"}
+    )
+    await writer.flush()
+
+    (row,) = await logged(session)
+    assert (row.method, row.path, row.status) == ("GET", PRODUCTS, 200)
+    assert row.user_id == superuser.id
+    assert row.request_id == response.headers["x-request-id"]
+    assert row.user_agent == "audit-test/1.0"
+    assert str(row.client_ip) == "127.0.0.1"
+    assert row.duration_ms > 0
+    assert "secret-ish" not in row.path  # the query string is never kept
+
+
+async def test_an_anonymous_refused_request_is_logged_without_a_user(
+    anonymous_client: AsyncClient, writer: AccessLogWriter, session: AsyncSession
+) -> None:
+    await anonymous_client.get(PRODUCTS)
+    await writer.flush()
+
+    (row,) = await logged(session)
+    assert (row.status, row.user_id) == (401, None)
+
+
+async def test_a_forged_token_never_puts_its_subject_in_the_log(
+    app: FastAPI, writer: AccessLogWriter, session: AsyncSession, superuser: User
+) -> None:
+    import jwt
+
+    forged = jwt.encode(
+        {"sub": str(superuser.id), "typ": "access"},
+        "not-our-key-but-long-enough-for-hs256!",
+        "HS256",
+    )
+    async with _client(app, forged) as intruder:
+        await intruder.get(PRODUCTS)
+    await writer.flush()
+
+    (row,) = await logged(session)
+    assert (row.status, row.user_id) == (401, None)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", f"{PRODUCTS}/999999", 404), ("POST", PRODUCTS, 422), ("GET", "/nowhere", 404)],
+)
+async def test_failed_requests_are_logged_with_their_status(
+    client: AsyncClient,
+    writer: AccessLogWriter,
+    session: AsyncSession,
+    method: str,
+    path: str,
+    status: int,
+) -> None:
+    await client.request(method, path, json={})
+    await writer.flush()
+
+    (row,) = await logged(session)
+    assert (row.method, row.path, row.status) == (method, path, status)
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/docs", "/openapi.json", "/redoc"])
+async def test_skipped_paths_are_not_logged(
+    client: AsyncClient, writer: AccessLogWriter, session: AsyncSession, path: str
+) -> None:
+    await client.get(path)
+    await writer.flush()
+
+    assert await logged(session) == []
+
+
+async def test_access_logging_can_be_switched_off(
+    settings: Settings,
+    app: FastAPI,
+    client: AsyncClient,
+    writer: AccessLogWriter,
+    session: AsyncSession,
+) -> None:
+    off = settings.model_copy(update={"audit_access_enabled": False})
+    for middleware in app.user_middleware:
+        if "settings" in middleware.kwargs:
+            middleware.kwargs["settings"] = off
+    app.middleware_stack = app.build_middleware_stack()
+
+    await client.get(PRODUCTS)
+    await writer.flush()
+
+    assert await logged(session) == []
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded_for", "expected"),
+    [
+        ([], "203.0.113.9", "127.0.0.1"),  # an untrusted peer cannot claim another address
+        (["127.0.0.0/8"], "203.0.113.9", "203.0.113.9"),
+        (["127.0.0.0/8"], "198.51.100.7, 203.0.113.9", "203.0.113.9"),  # right-most untrusted
+        (["127.0.0.0/8", "203.0.113.0/24"], "198.51.100.7, 203.0.113.9", "198.51.100.7"),
+        (["127.0.0.0/8"], "not-an-address", None),
+    ],
+)
+async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
+    settings: Settings,
+    app: FastAPI,
+    client: AsyncClient,
+    writer: AccessLogWriter,
+    session: AsyncSession,
+    trusted: list[str],
+    forwarded_for: str,
+    expected: str | None,
+) -> None:
+    configured = settings.model_copy(
+        update={"trusted_proxies": [ip_network(network) for network in trusted]}
+    )
+    for middleware in app.user_middleware:
+        if "settings" in middleware.kwargs:
+            middleware.kwargs["settings"] = configured
+    app.middleware_stack = app.build_middleware_stack()
+
+    await client.get(PRODUCTS, headers={"X-Forwarded-For": forwarded_for})
+    await writer.flush()
+
+    (row,) = await logged(session)
+    assert (None if row.client_ip is None else str(row.client_ip)) == expected
+
+
+# --- the writer -----------------------------------------------------------------------------
+
+
+async def test_entries_are_inserted_in_batches(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    statements: list[str],
+) -> None:
+    writer = AccessLogWriter(sessionmaker, max_queue=1000, batch_size=10, flush_interval_s=60)
+    for number in range(25):
+        writer.record(entry(number))
+    statements.clear()
+
+    await writer.flush()
+
+    inserts = [s for s in statements if s.startswith("INSERT INTO access_logs")]
+    assert len(inserts) == 3  # 10 + 10 + 5
+    assert [row.request_id for row in await logged(session)] == [
+        f"request-{number}" for number in range(25)
+    ]
+    assert (writer.written, writer.depth, writer.dropped) == (25, 0, 0)
+
+
+async def test_a_full_queue_drops_the_oldest_entries_counts_them_and_warns(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    writer = AccessLogWriter(sessionmaker, max_queue=5, batch_size=100, flush_interval_s=60)
+
+    with structlog.testing.capture_logs() as logs:
+        for number in range(8):
+            writer.record(entry(number))
+    await writer.flush()
+
+    assert writer.dropped == 3
+    assert [row.request_id for row in await logged(session)] == [
+        f"request-{number}" for number in range(3, 8)
+    ]
+    warnings = [line for line in logs if line["event"] == "audit.access_dropped"]
+    assert [line["dropped"] for line in warnings] == [1, 2]  # then at 4, 8, ...: never a flood
+    assert all(line["log_level"] == "warning" for line in warnings)
+
+
+async def test_the_background_task_writes_without_being_asked(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=2, flush_interval_s=60)
+    writer.start()
+    try:
+        writer.record(entry(1))
+        writer.record(entry(2))  # a full batch wakes the writer at once
+        for _ in range(100):
+            if writer.written == 2:
+                break
+            await _tick()
+    finally:
+        await writer.stop()
+
+    assert writer.written == 2
+    assert len(await logged(session)) == 2
+
+
+async def _tick() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+
+
+async def test_shutdown_flushes_everything_still_queued(
+    app: FastAPI, client: AsyncClient, session: AsyncSession
+) -> None:
+    async with access_log_lifespan(app):
+        writer: AccessLogWriter = app.state.access_log_writer
+        for _ in range(7):
+            await client.get(PRODUCTS)
+        assert writer.depth == 7  # batch size 500, interval 1 s: nothing written yet
+
+    assert len(await logged(session)) == 7
+
+
+async def test_a_batch_the_database_refuses_is_counted_as_dropped(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
+    broken = entry(1)
+    broken.method = "X" * 100  # longer than the column allows
+    writer.record(broken)
+
+    await writer.flush()
+
+    assert (writer.written, writer.dropped, writer.depth) == (0, 1, 0)
+    count = await session.scalar(select(func.count()).select_from(AccessLog))
+    assert count == 0
