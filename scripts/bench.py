@@ -4,10 +4,11 @@ baseline, and the task list with its joined summaries, with wrk.
 One run: an embedded PostgreSQL of its own (`.data/bench-postgres`, database
 `backoffice_bench`) seeded with `--products` products, `--customers` customers and `--tasks`
 tasks (each with an assignee, a customer and a product), the default roles and a superuser with
-a fresh password; three servers, all in production mode with the same workers:
+a fresh password; four servers, all in production mode with the same workers:
 
 - the API (`python -m backoffice serve`): the bench logs in once and sends the access token;
 - the same API with authentication switched off (`scripts/bench_app.py`, bench-only);
+- the API with both audits switched off (AUDIT_ACCESS_ENABLED, AUDIT_DATA_ENABLED = false);
 - the baseline (`scripts/bench_baseline.py`).
 
 Then wrk against each scenario after a warm-up (the whole list `--repeat` times, medians
@@ -105,6 +106,29 @@ function init(args)
 end
 request = function()
   return wrk.format("GET", path_prefix .. math.random(1, max_id))
+end
+"""
+    + LUA_DONE
+)
+
+# `wrk ... -s create_product.lua URL`: POST a product with a SKU no other request uses.
+LUA_CREATE_PRODUCT = (
+    """
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
+function init(args)
+  run = args[1]
+  counter = 0
+end
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"sku": "W-%s-%d-%d", "name": "Written by wrk", "price": "9.99", "stock_quantity": 3}',
+    run, thread_number or 0, counter)
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 """
     + LUA_DONE
@@ -382,12 +406,16 @@ def server(
         yield
 
 
+# One secret for every API server of a run, so the token the bench gets works on each.
+RUN_SECRET_KEY = secrets.token_urlsafe(48)  # 64 characters
+
+
 def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, str]:
     return {
         **os.environ,
         "ENVIRONMENT": "production",
         "DATABASE_URL": database_url,
-        "SECRET_KEY": secrets.token_urlsafe(48),  # 64 characters
+        "SECRET_KEY": RUN_SECRET_KEY,
         "FIRST_SUPERUSER_EMAIL": SUPERUSER_EMAIL,
         "FIRST_SUPERUSER_PASSWORD": superuser_password,
         "ACCESS_TOKEN_TTL_MINUTES": str(ACCESS_TOKEN_TTL_MINUTES),
@@ -396,6 +424,11 @@ def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, 
         "WORKERS": str(WORKERS),
         "LOG_LEVEL": "WARNING",
     }
+
+
+def audit_off_env(database_url: str, port: int, superuser_password: str) -> dict[str, str]:
+    audit_off = {"AUDIT_ACCESS_ENABLED": "false", "AUDIT_DATA_ENABLED": "false"}
+    return {**api_env(database_url, port, superuser_password), **audit_off}
 
 
 def api_command() -> list[str]:
@@ -427,7 +460,7 @@ def auth_off_command(port: int) -> list[str]:
         "--http",
         "httptools",
         "--no-access-log",
-        "--proxy-headers",
+        "--no-proxy-headers",
         "--no-server-header",
         "--timeout-graceful-shutdown",
         "30",
@@ -525,51 +558,81 @@ def sequential_timing(url: str, token: str) -> tuple[float, float]:
     return statistics.median(timings), timings[math.ceil(0.95 * len(timings)) - 1]
 
 
-def write_scripts(directory: Path) -> tuple[Path, Path]:
-    random_id = directory / "random_id.lua"
-    random_id.write_text(LUA_RANDOM_ID)
-    fixed_url = directory / "fixed_url.lua"
-    fixed_url.write_text(LUA_DONE)
-    return random_id, fixed_url
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    random_id: Path
+    fixed_url: Path
+    create_product: Path
+
+
+def write_scripts(directory: Path) -> Scripts:
+    scripts = Scripts(
+        random_id=directory / "random_id.lua",
+        fixed_url=directory / "fixed_url.lua",
+        create_product=directory / "create_product.lua",
+    )
+    scripts.random_id.write_text(LUA_RANDOM_ID)
+    scripts.fixed_url.write_text(LUA_DONE)
+    scripts.create_product.write_text(LUA_CREATE_PRODUCT)
+    return scripts
 
 
 @dataclass(frozen=True, slots=True)
 class Servers:
     api: str
     auth_off: str
+    audit_off: str
     baseline: str
 
 
-def scenarios(
-    servers: Servers, token: str, products: int, scripts: tuple[Path, Path]
-) -> list[Scenario]:
-    """In the table's order; the auth on/off GETs back to back, so they share the conditions."""
-    random_id, fixed_url = scripts
+GET_AUTH_ON = "API GET /products/{random id} (auth on, audit on)"
+GET_AUTH_OFF = "API GET /products/{random id} (auth off)"
+GET_AUDIT_OFF = "API GET /products/{random id} (auth on, audit off)"
+POST_AUDIT_ON = "API POST /products (audit on)"
+POST_AUDIT_OFF = "API POST /products (audit off)"
+BASELINE = "baseline GET /products/{random id}"
+
+
+def scenarios(servers: Servers, token: str, products: int, scripts: Scripts) -> list[Scenario]:
+    """In the table's order; each on/off pair back to back, so they share the conditions."""
     page, deep_url = deep_page_url(servers.api, products, token)
     header = tuple(f"{name}: {value}" for name, value in authorization(token).items())
     by_id = (str(products), f"{API_PREFIX}/products/")
+    run = secrets.token_hex(4)  # SKUs unique across runs on the same database
     return [
-        Scenario("API GET /products/{random id} (auth on)", servers.api, random_id, by_id, header),
-        Scenario("API GET /products/{random id} (auth off)", servers.auth_off, random_id, by_id),
+        Scenario(GET_AUTH_ON, servers.api, scripts.random_id, by_id, header),
+        Scenario(GET_AUTH_OFF, servers.auth_off, scripts.random_id, by_id),
+        Scenario(GET_AUDIT_OFF, servers.audit_off, scripts.random_id, by_id, header),
+        Scenario(
+            POST_AUDIT_ON,
+            f"{servers.api}{API_PREFIX}/products",
+            scripts.create_product,
+            (f"{run}a",),
+            header,
+        ),
+        Scenario(
+            POST_AUDIT_OFF,
+            f"{servers.audit_off}{API_PREFIX}/products",
+            scripts.create_product,
+            (f"{run}b",),
+            header,
+        ),
         Scenario(
             f"API list page 1 (limit={PAGE_SIZE}, auth on)",
             list_url(servers.api),
-            fixed_url,
+            scripts.fixed_url,
             headers=header,
         ),
-        Scenario(f"API list page {page} (keyset, auth on)", deep_url, fixed_url, headers=header),
+        Scenario(
+            f"API list page {page} (keyset, auth on)", deep_url, scripts.fixed_url, headers=header
+        ),
         Scenario(
             f"API GET /tasks (limit={TASK_PAGE_SIZE}, with summaries, auth on)",
             tasks_url(servers.api),
-            fixed_url,
+            scripts.fixed_url,
             headers=header,
         ),
-        Scenario(
-            "baseline GET /products/{random id}",
-            servers.baseline,
-            random_id,
-            (str(products), "/products/"),
-        ),
+        Scenario(BASELINE, servers.baseline, scripts.random_id, (str(products), "/products/")),
     ]
 
 
@@ -653,8 +716,14 @@ def _ratio(numerator: Result, denominator: Result) -> float:
     return numerator.requests_per_s / denominator.requests_per_s
 
 
+def _cost(on: Result, off: Result) -> str:
+    ratio = _ratio(on, off)
+    return f"{ratio:.2f}x, {1 - ratio:.1%} slower" if ratio < 1 else f"{ratio:.2f}x: not slower"
+
+
 def summary(results: list[Result]) -> str:
-    auth_on, auth_off, baseline = results[0], results[1], results[-1]
+    by_name = {result.name: result for result in results}
+    auth_on, auth_off, baseline = by_name[GET_AUTH_ON], by_name[GET_AUTH_OFF], by_name[BASELINE]
     on_off = _ratio(auth_on, auth_off)
     cost = (
         f"authentication costs {1 - on_off:.0%} of the throughput"
@@ -664,6 +733,9 @@ def summary(results: list[Result]) -> str:
     lines = [
         f"auth on / auth off throughput (GET by id): {on_off:.2f}x ({cost})",
         f"auth on / baseline throughput (GET by id): {_ratio(auth_on, baseline):.2f}x",
+        "audit on / audit off throughput: GET by id "
+        f"{_cost(auth_on, by_name[GET_AUDIT_OFF])}; POST /products "
+        f"{_cost(by_name[POST_AUDIT_ON], by_name[POST_AUDIT_OFF])}",
     ]
     if any(result.failed for result in results):
         lines.append(
@@ -711,7 +783,7 @@ def parse_options() -> Options:
 
 
 def planned_seconds(options: Options) -> int:
-    scenario_count = 6
+    scenario_count = 9
     return scenario_count * options.repeat * (WARMUP_S + options.duration)
 
 
@@ -721,10 +793,16 @@ def run(options: Options) -> tuple[list[Result], tuple[float, float]]:
     with ExitStack() as stack:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         database_url = stack.enter_context(embedded_database(options, password))
-        api_port, auth_off_port, baseline_port = free_port(), free_port(), free_port()
+        api_port, auth_off_port, audit_off_port, baseline_port = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        )
         servers = Servers(
             api=f"http://{HOST}:{api_port}",
             auth_off=f"http://{HOST}:{auth_off_port}",
+            audit_off=f"http://{HOST}:{audit_off_port}",
             baseline=f"http://{HOST}:{baseline_port}",
         )
         api, baseline = servers.api, servers.baseline
@@ -743,6 +821,15 @@ def run(options: Options) -> tuple[list[Result], tuple[float, float]]:
                 auth_off_command(auth_off_port),
                 auth_off_env(database_url, auth_off_port, password),
                 f"{servers.auth_off}/health/ready",
+                work_dir,
+            )
+        )
+        stack.enter_context(
+            server(
+                "api-audit-off",
+                api_command(),
+                audit_off_env(database_url, audit_off_port, password),
+                f"{servers.audit_off}/health/ready",
                 work_dir,
             )
         )
