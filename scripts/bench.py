@@ -120,15 +120,18 @@ function setup(thread)
   thread:set("thread_number", threads)
 end
 function init(args)
-  run = args[1]
+  -- The warm-up and the measured run share the arguments: the start time tells them apart.
+  run = args[1] .. "-" .. os.time()
   counter = 0
+  -- Added to the --header ones (a headers table given to wrk.format would replace them).
+  wrk.headers["Content-Type"] = "application/json"
 end
 request = function()
   counter = counter + 1
   local body = string.format(
     '{"sku": "W-%s-%d-%d", "name": "Written by wrk", "price": "9.99", "stock_quantity": 3}',
     run, thread_number or 0, counter)
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", nil, nil, body)
 end
 """
     + LUA_DONE
@@ -422,6 +425,10 @@ def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, 
         "HOST": HOST,
         "PORT": str(port),
         "WORKERS": str(WORKERS),
+        # Three API servers share the bench's PostgreSQL (100 connections at most): a fixed
+        # pool of 10 per worker keeps them all, and the baseline, below that.
+        "DB_POOL_SIZE": "10",
+        "DB_MAX_OVERFLOW": "0",
         "LOG_LEVEL": "WARNING",
     }
 

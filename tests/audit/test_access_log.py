@@ -1,7 +1,7 @@
 """The access log: one row per request, queued off the critical path, batched, bounded, and
 flushed on shutdown."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from ipaddress import ip_network
 
@@ -191,17 +191,23 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
 async def test_entries_are_inserted_in_batches(
     sessionmaker: async_sessionmaker[AsyncSession],
     session: AsyncSession,
-    statements: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writer = AccessLogWriter(sessionmaker, max_queue=1000, batch_size=10, flush_interval_s=60)
     for number in range(25):
         writer.record(entry(number))
-    statements.clear()
+    batches: list[int] = []
+    insert = writer._insert
+
+    async def counted(batch: Sequence[AccessEntry]) -> None:
+        batches.append(len(batch))
+        await insert(batch)
+
+    monkeypatch.setattr(writer, "_insert", counted)
 
     await writer.flush()
 
-    inserts = [s for s in statements if s.startswith("INSERT INTO access_logs")]
-    assert len(inserts) == 3  # 10 + 10 + 5
+    assert batches == [10, 10, 5]
     assert [row.request_id for row in await logged(session)] == [
         f"request-{number}" for number in range(25)
     ]

@@ -12,13 +12,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +34,7 @@ from backoffice.core.network import client_ip
 
 log = structlog.get_logger(__name__)
 
-_access_logs: Table = AccessLog.__table__  # type: ignore[attr-defined]  # set by SQLModel
+_TABLE = AccessLog.__tablename__
 
 
 @dataclass(slots=True)
@@ -48,6 +48,10 @@ class AccessEntry:
     path: str
     status: int
     duration_ms: float
+
+
+_COLUMNS = tuple(field.name for field in fields(AccessEntry))
+_as_record = attrgetter(*_COLUMNS)  # a flat tuple; dataclasses.astuple would deep-copy
 
 
 class AccessLogWriter:
@@ -120,8 +124,14 @@ class AccessLogWriter:
                 self.written += len(batch)
 
     async def _insert(self, batch: Sequence[AccessEntry]) -> None:
+        # COPY: one round trip and almost no Python per row, which is what keeps the access log
+        # cheap under load (an INSERT of many rows costs several times more CPU).
         async with self._sessions() as session:
-            await session.execute(insert(_access_logs), [asdict(entry) for entry in batch])
+            connection = await session.connection()
+            driver: Any = (await connection.get_raw_connection()).driver_connection  # asyncpg's
+            await driver.copy_records_to_table(
+                _TABLE, records=[_as_record(entry) for entry in batch], columns=_COLUMNS
+            )
             await session.commit()
 
 

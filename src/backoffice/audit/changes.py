@@ -18,7 +18,6 @@ deletes those children through the session, so their removal is recorded too.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -50,40 +49,52 @@ class AuditedTable:
     cascades: tuple[tuple[Table, str], ...] = ()
 
 
-@lru_cache
-def _audited_tables(mapper_count: int) -> Mapping[str, AuditedTable]:
-    """Table name -> policy, for every mapped model with `__audit_entity__` (rebuilt if models
-    are added: the argument is only the cache key)."""
-    del mapper_count
+def _policies() -> dict[str, AuditedTable | None]:
+    """Table name -> policy (None when not audited), for every mapped model. A model opts in
+    with `__audit_entity__`; secret-looking column names are masked like `__audit_masked__`."""
     models = {
         mapper.local_table.description: mapper.class_
         for mapper in SQLModel._sa_registry.mappers  # SQLModel's one registry
-        if hasattr(mapper.class_, "__audit_entity__")
     }
-    tables: dict[str, Table] = {name: model.__table__ for name, model in models.items()}
-    return {
-        name: AuditedTable(
+    audited: dict[str, Table] = {
+        name: model.__table__
+        for name, model in models.items()
+        if hasattr(model, "__audit_entity__")
+    }
+    policies: dict[str, AuditedTable | None] = dict.fromkeys(models)
+    for name, table in audited.items():
+        model = models[name]
+        policies[name] = AuditedTable(
             entity_type=model.__audit_entity__,
-            primary_key=tuple(column.key for column in tables[name].primary_key),
-            masked=frozenset(getattr(model, "__audit_masked__", ())),
+            primary_key=tuple(column.key for column in table.primary_key),
+            masked=frozenset(getattr(model, "__audit_masked__", ()))
+            | {column.key for column in table.columns if is_secret_name(column.key)},
             bookkeeping=frozenset(
                 column.key
-                for column in tables[name].columns
+                for column in table.columns
                 if column.onupdate is not None or column.key == "version"
             ),
             cascades=tuple(
                 (child, fk.parent.key)
-                for child in tables.values()
+                for child in audited.values()
                 for fk in child.foreign_keys
-                if fk.column.table is tables[name] and fk.ondelete == "CASCADE"
+                if fk.column.table is table and fk.ondelete == "CASCADE"
             ),
         )
-        for name, model in models.items()
-    }
+    return policies
+
+
+_known_tables: dict[str, AuditedTable | None] = {}
 
 
 def audited_table(name: str) -> AuditedTable | None:
-    return _audited_tables(len(SQLModel._sa_registry.mappers)).get(name)
+    """The policy of a table, looked up on every flush and statement: computed once, and
+    again only for a table mapped after that."""
+    if name not in _known_tables:
+        _known_tables.clear()
+        _known_tables.update(_policies())
+        _known_tables.setdefault(name, None)  # a table no model maps: never audited
+    return _known_tables[name]
 
 
 def _capturing(session: Session) -> bool:
@@ -92,7 +103,7 @@ def _capturing(session: Session) -> bool:
 
 def _jsonable(policy: AuditedTable, values: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        key: REDACTED if key in policy.masked or is_secret_name(key) else to_jsonable_python(value)
+        key: REDACTED if key in policy.masked else to_jsonable_python(value)
         for key, value in values.items()
     }
 

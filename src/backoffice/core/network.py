@@ -1,7 +1,11 @@
 """Who the client is when proxies stand in between."""
 
 from collections.abc import Sequence
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+
+# Called on every request with the same few peers: parsing each once is enough.
+_parse = lru_cache(maxsize=4096)(ip_address)
 
 
 def client_ip(
@@ -19,7 +23,7 @@ def client_ip(
     address: IPv4Address | IPv6Address | None = None
     for candidate in candidates:
         try:
-            address = ip_address(candidate)
+            address = _parse(candidate)
         except ValueError:
             return None
         if not any(address in network for network in trusted_proxies):
