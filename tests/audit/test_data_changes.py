@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backoffice.audit.changes import CAPTURE_INFO_KEY
 from backoffice.audit.models import DataChange
 from backoffice.auth.models import User
+from backoffice.core.config import Settings
+from backoffice.core.database import Database
 from backoffice.core.logging import REDACTED
 from backoffice.products.models import Product
 from tests.audit.conftest import changes_of, summary
@@ -288,3 +290,18 @@ async def test_every_audited_model_is_known_to_the_hooks(entity_type: str) -> No
 
     assert policy is not None
     assert policy.entity_type == entity_type
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_audit_data_enabled_reaches_every_session_the_app_opens(
+    settings: Settings, database_url: str, enabled: bool
+) -> None:
+    database = Database.connect(
+        database_url, settings.model_copy(update={"audit_data_enabled": enabled})
+    )
+    try:
+        async with database.sessions() as writes, database.read_sessions() as reads:
+            assert writes.info[CAPTURE_INFO_KEY] is enabled
+            assert reads.info[CAPTURE_INFO_KEY] is enabled
+    finally:
+        await database.dispose()
