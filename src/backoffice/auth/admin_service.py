@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from sqlalchemy import ColumnElement, RowMapping, Select, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from backoffice.auth.models import Role, User
 from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
@@ -75,9 +76,9 @@ async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRe
     conditions: list[ColumnElement[bool]] = []
     if query.q is not None:
         pattern = contains_pattern(query.q)
-        conditions.append(or_(User.email.ilike(pattern), User.full_name.ilike(pattern)))  # type: ignore[attr-defined]
+        conditions.append(or_(col(User.email).ilike(pattern), col(User.full_name).ilike(pattern)))
     if query.is_active is not None:
-        conditions.append(User.is_active == query.is_active)  # type: ignore[arg-type]
+        conditions.append(col(User.is_active) == query.is_active)
     statement: Select[Any] = repository.get_rows_statement().where(*conditions)
     rows, cursor = await repository.paginate(
         statement, USER_ORDERS[query.sort], query.cursor, query.limit

@@ -24,10 +24,10 @@ from backoffice.core.errors import ConflictError, DomainError
 from backoffice.core.repository import BaseRepository
 
 _users = User.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
-_grants = RoleGrant.__table__  # type: ignore[attr-defined]
-_user_roles = UserRole.__table__  # type: ignore[attr-defined]
-_revoked = UserRevokedToken.__table__  # type: ignore[attr-defined]
-_refresh = RefreshToken.__table__  # type: ignore[attr-defined]
+_grants = RoleGrant.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
+_user_roles = UserRole.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
+_revoked = UserRevokedToken.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
+_refresh = RefreshToken.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
 
 # The whole per-request authentication check in one round trip: the user, whether this
 # token's jti was revoked, whether its session (refresh family) is still alive, and the

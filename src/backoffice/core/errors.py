@@ -196,7 +196,7 @@ async def _unhandled_error(request: Request, _exc: Exception) -> JSONResponse:
 def register_error_handlers(app: FastAPI) -> None:
     # Starlette types every handler as taking Exception; each here is registered only for the
     # class it declares, so the narrower parameter is safe.
-    app.add_exception_handler(DomainError, _domain_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DomainError, _domain_error)  # type: ignore[arg-type]  # see above
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # see above
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(Exception, _unhandled_error)

@@ -2,6 +2,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from sqlalchemy import func, update
+from sqlmodel import col
 
 from backoffice.core.errors import ConflictError, DomainError
 from backoffice.core.repository import BaseRepository
@@ -19,7 +20,7 @@ class ProductRepository(BaseRepository[Product]):
         never take it below zero; None if the product is missing or the stock is short."""
         statement = (
             update(Product)
-            .where(Product.id == product_id, Product.stock_quantity + delta >= 0)  # type: ignore[arg-type]
+            .where(col(Product.id) == product_id, col(Product.stock_quantity) + delta >= 0)
             .values(
                 stock_quantity=Product.stock_quantity + delta,
                 version=Product.version + 1,

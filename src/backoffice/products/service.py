@@ -5,6 +5,7 @@ from typing import Any
 import structlog
 from sqlalchemy import ColumnElement, Select, or_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from backoffice.core.conditional import check_if_match
 from backoffice.core.errors import ConflictError
@@ -29,13 +30,13 @@ def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.q is not None:
         pattern = contains_pattern(query.q)
-        conditions.append(or_(Product.name.ilike(pattern), Product.sku.ilike(pattern)))  # type: ignore[attr-defined]
+        conditions.append(or_(col(Product.name).ilike(pattern), col(Product.sku).ilike(pattern)))
     if query.is_active is not None:
-        conditions.append(Product.is_active == query.is_active)  # type: ignore[arg-type]
+        conditions.append(col(Product.is_active) == query.is_active)
     if query.min_price is not None:
-        conditions.append(Product.price >= query.min_price)  # type: ignore[arg-type]
+        conditions.append(col(Product.price) >= query.min_price)
     if query.max_price is not None:
-        conditions.append(Product.price <= query.max_price)  # type: ignore[arg-type]
+        conditions.append(col(Product.price) <= query.max_price)
     return conditions
 
 
