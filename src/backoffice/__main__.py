@@ -6,7 +6,11 @@ migrations when DATABASE_URL is unset), then hand the resolved URL to uvicorn's 
 
 import argparse
 import asyncio
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -14,6 +18,7 @@ import uvicorn
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, resolve_database_url
+from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
 from backoffice.core.migrations import apply_migrations
 
 APP = "backoffice.core.main:create_app"
@@ -63,14 +68,37 @@ def _run(args: argparse.Namespace) -> None:
     _start_server(reload=args.reload, reload_dirs=["src"] if args.reload else None)
 
 
+@contextlib.contextmanager
+def _multiprocess_metrics(workers: int) -> Iterator[None]:
+    """Several workers: prometheus_client's multiprocess mode, so a scrape answered by any
+    worker reports them all (core/metrics.py). Its directory must be in the environment before
+    the workers start: a fresh temporary one, removed afterwards, unless
+    PROMETHEUS_MULTIPROC_DIR names one (emptied of a previous run's files, then kept)."""
+    if workers == 1 or not get_settings().metrics_enabled:
+        yield
+        return
+    if given := os.environ.get(MULTIPROC_DIR_ENV):
+        prepare_multiprocess_dir(Path(given))
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="backoffice-metrics-") as directory:
+        os.environ[MULTIPROC_DIR_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_DIR_ENV]
+
+
 def _serve(_: argparse.Namespace) -> None:
-    _start_server(
-        workers=get_settings().workers,
-        access_log=False,
-        proxy_headers=False,  # client IPs come from TRUSTED_PROXIES (core/network.py)
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    workers = get_settings().workers
+    with _multiprocess_metrics(workers):
+        _start_server(
+            workers=workers,
+            access_log=False,
+            proxy_headers=False,  # client IPs come from TRUSTED_PROXIES (core/network.py)
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
 
 
 def _migrate(_: argparse.Namespace) -> None:

@@ -69,7 +69,14 @@ class Settings(BaseSettings):
     audit_data_enabled: bool = True
     # Path prefixes whose requests are not access-logged (probes, docs, assets).
     audit_skip_paths: list[str] = Field(
-        default_factory=lambda: ["/health", "/docs", "/redoc", "/openapi.json", "/favicon.ico"]
+        default_factory=lambda: [
+            "/health",
+            "/metrics",
+            "/docs",
+            "/redoc",
+            "/openapi.json",
+            "/favicon.ico",
+        ]
     )
     # Access entries wait in a bounded in-memory queue; when it is full the oldest are dropped
     # (and counted) rather than slowing requests down.
@@ -79,6 +86,12 @@ class Settings(BaseSettings):
     # scripts/archive_audit.py: rows older than this many days move to the archive directory.
     audit_retention_days: Annotated[int, Field(ge=1)] = 90
     audit_archive_dir: Path = PROJECT_ROOT / ".data" / "audit-archive"
+
+    # Metrics (core/metrics.py): Prometheus exposition at /metrics, a 404 when disabled. With a
+    # token set, scrapes must send `Authorization: Bearer <token>`; without one, keep /metrics
+    # on a network only the scraper reaches.
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
 
     # The first superuser, created by `task seed` and the first start of the embedded database
     first_superuser_email: str = EXAMPLE_SUPERUSER_EMAIL

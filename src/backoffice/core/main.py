@@ -18,6 +18,7 @@ from backoffice.core.config import Settings, get_settings
 from backoffice.core.database import database_lifespan
 from backoffice.core.errors import ForbiddenError, problem_responses, register_error_handlers
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
+from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
@@ -30,8 +31,8 @@ API_PREFIX = "/api/v1"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The database first; the access-log writer inside it, so on shutdown the writer flushes
-    its queue before the engine is disposed."""
-    async with database_lifespan(app), access_log_lifespan(app):
+    its queue before the engine is disposed; the metrics sampler (multiprocess mode) last."""
+    async with database_lifespan(app), access_log_lifespan(app), metrics_lifespan(app):
         yield
 
 
@@ -73,4 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(AccessAuditMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost of all, so the metrics time the whole request, the middleware above included.
+    install_metrics(app, settings)
     return app
