@@ -19,8 +19,8 @@ from backoffice.audit.models import (
     DataChangeAction,
 )
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.schemas import MAX_INT4
 
-MAX_ID = 2**31 - 1
 METHOD_MAX_LENGTH = 16
 ENTITY_ID_MAX_LENGTH = 128
 
@@ -89,7 +89,7 @@ class DataChangeRead(BaseModel):
 
 
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID_MAX_LENGTH)]
-UserId = Annotated[int, Field(gt=0, le=MAX_ID)]
+UserId = Annotated[int, Field(gt=0, le=MAX_INT4)]
 
 
 class AuditListQuery(BaseModel):

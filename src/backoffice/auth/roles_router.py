@@ -23,10 +23,11 @@ from backoffice.core.errors import (
     problem_responses,
 )
 from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.core.schemas import MAX_INT4
 
 router = APIRouter(prefix="/roles", tags=["roles"])
 
-RoleId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Role id")]
+RoleId = Annotated[int, Path(gt=0, le=MAX_INT4, description="Role id")]
 RolesRead = Annotated[Principal, Depends(PermissionChecker(Module.ROLES, Action.READ))]
 RolesCreate = Annotated[Principal, Depends(PermissionChecker(Module.ROLES, Action.CREATE))]
 RolesUpdate = Annotated[Principal, Depends(PermissionChecker(Module.ROLES, Action.UPDATE))]

@@ -14,7 +14,7 @@ from pydantic import (
 from backoffice.auth.models import NAME_MAX_LENGTH, ROLE_NAME_MAX_LENGTH
 from backoffice.auth.permissions import Action, Module
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import Email, RequestModel, not_null
+from backoffice.core.schemas import MAX_INT4, Email, RequestModel, not_null
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128  # argon2 has no limit, but a megabyte "password" is a DoS vector
@@ -103,7 +103,7 @@ class PasswordChange(RequestModel):
 
 
 class UserRolesUpdate(RequestModel):
-    role_ids: Annotated[list[Annotated[int, Field(gt=0, le=2**31 - 1)]], Field(max_length=100)]
+    role_ids: Annotated[list[Annotated[int, Field(gt=0, le=MAX_INT4)]], Field(max_length=100)]
 
     @field_validator("role_ids")
     @classmethod

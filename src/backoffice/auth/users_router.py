@@ -36,10 +36,11 @@ from backoffice.core.errors import (
     problem_responses,
 )
 from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.core.schemas import MAX_INT4
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-UserId = Annotated[int, Path(gt=0, le=2**31 - 1, description="User id")]
+UserId = Annotated[int, Path(gt=0, le=MAX_INT4, description="User id")]
 UsersRead = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.READ))]
 UsersCreate = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.CREATE))]
 UsersUpdate = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.UPDATE))]

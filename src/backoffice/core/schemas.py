@@ -5,6 +5,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 EMAIL_MAX_LENGTH = 254
+# The largest PostgreSQL `integer`: ids and counts above it would fail in the database, so they
+# are refused as input first (422, not 500).
+MAX_INT4 = 2**31 - 1
 
 Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH, examples=["ada@example.com"])]
 

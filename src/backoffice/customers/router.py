@@ -14,6 +14,7 @@ from backoffice.core.errors import (
     problem_responses,
 )
 from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.core.schemas import MAX_INT4
 from backoffice.customers import service
 from backoffice.customers.schemas import (
     CustomerCreate,
@@ -24,7 +25,7 @@ from backoffice.customers.schemas import (
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
-CustomerId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Customer id")]
+CustomerId = Annotated[int, Path(gt=0, le=MAX_INT4, description="Customer id")]
 CustomersRead = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.READ))]
 CustomersCreate = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.CREATE))]
 CustomersUpdate = Annotated[Principal, Depends(PermissionChecker(Module.CUSTOMERS, Action.UPDATE))]

@@ -18,6 +18,7 @@ from backoffice.core.errors import (
     problem_responses,
 )
 from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.core.schemas import MAX_INT4
 from backoffice.products import service
 from backoffice.products.models import Product
 from backoffice.products.schemas import (
@@ -30,7 +31,7 @@ from backoffice.products.schemas import (
 
 router = APIRouter(prefix="/products", tags=["products"])
 
-ProductId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Product id")]
+ProductId = Annotated[int, Path(gt=0, le=MAX_INT4, description="Product id")]
 ProductsRead = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.READ))]
 ProductsCreate = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.CREATE))]
 ProductsUpdate = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.UPDATE))]

@@ -15,10 +15,10 @@ from pydantic import (
 )
 
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import RequestModel, not_null
+from backoffice.core.schemas import MAX_INT4, RequestModel, not_null
 from backoffice.products.models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, SKU_MAX_LENGTH
 
-MAX_QUANTITY = 2**31 - 1
+MAX_QUANTITY = MAX_INT4
 CENTS = Decimal("0.01")
 
 Sku = Annotated[

@@ -14,6 +14,7 @@ from backoffice.core.errors import (
     problem_responses,
 )
 from backoffice.core.pagination import InvalidCursorError, Page
+from backoffice.core.schemas import MAX_INT4
 from backoffice.tasks import service
 from backoffice.tasks.rules import IllegalTransitionError
 from backoffice.tasks.schemas import (
@@ -28,8 +29,8 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 # A customer's tasks are a view of tasks: this slice serves it, under the customer's path.
 customer_tasks_router = APIRouter(prefix="/customers/{customer_id}/tasks", tags=["tasks"])
 
-TaskId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Task id")]
-CustomerId = Annotated[int, Path(gt=0, le=2**31 - 1, description="Customer id")]
+TaskId = Annotated[int, Path(gt=0, le=MAX_INT4, description="Task id")]
+CustomerId = Annotated[int, Path(gt=0, le=MAX_INT4, description="Customer id")]
 TasksRead = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.READ))]
 TasksCreate = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.CREATE))]
 TasksUpdate = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Action.UPDATE))]

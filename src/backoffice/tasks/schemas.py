@@ -14,15 +14,13 @@ from pydantic import (
 )
 
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import RequestModel, not_null
+from backoffice.core.schemas import MAX_INT4, RequestModel, not_null
 from backoffice.tasks.models import (
     DESCRIPTION_MAX_LENGTH,
     TITLE_MAX_LENGTH,
     TaskPriority,
     TaskStatus,
 )
-
-MAX_ID = 2**31 - 1
 
 
 def _iso_string(value: Any) -> Any:
@@ -47,7 +45,7 @@ DueDate = Annotated[
     BeforeValidator(_iso_string),
     Field(gt=date.min, lt=date.max, examples=["2026-12-24"]),
 ]
-ReferenceId = Annotated[int, Field(gt=0, le=MAX_ID)]
+ReferenceId = Annotated[int, Field(gt=0, le=MAX_INT4)]
 
 
 class TaskCreate(RequestModel):
@@ -140,11 +138,11 @@ class CustomerTaskListQuery(BaseModel):
         list[TaskPriority] | None,
         Field(max_length=len(TaskPriority), description="Any of these."),
     ] = None
-    assignee_id: Annotated[int | None, Field(gt=0, le=MAX_ID)] = None
+    assignee_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None
     assignee: Annotated[
         Literal["me"] | None, Field(description="`me`: the tasks assigned to the caller.")
     ] = None
-    product_id: Annotated[int | None, Field(gt=0, le=MAX_ID)] = None
+    product_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None
     due_after: Annotated[date | None, Field(description="Due on or after this day.")] = None
     due_before: Annotated[date | None, Field(description="Due on or before this day.")] = None
     overdue: Annotated[
@@ -174,4 +172,4 @@ class CustomerTaskListQuery(BaseModel):
 
 
 class TaskListQuery(CustomerTaskListQuery):
-    customer_id: Annotated[int | None, Field(gt=0, le=MAX_ID)] = None
+    customer_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None
