@@ -1,8 +1,11 @@
 """Assertions shared by every slice's tests."""
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from httpx import Response
+from httpx import AsyncClient, Response
+
+from backoffice.core.pagination import DEFAULT_LIMIT
 
 
 def assert_problem(response: Response, status: int, slug: str | None = None) -> dict[str, Any]:
@@ -17,3 +20,27 @@ def assert_problem(response: Response, status: int, slug: str | None = None) -> 
     if slug is not None:
         assert problem["type"] == f"urn:backoffice:problem:{slug}"
     return problem
+
+
+Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
+
+
+async def walk_pages(client: AsyncClient, url: str, params: Params = ()) -> list[dict[str, Any]]:
+    """Every item of every page of a keyset-paginated list, following `next_cursor` to the end.
+    Each page answers 200 and every page but the last is full (`limit`, else the default).
+    Params may be pairs, so a filter can repeat (`status=todo&status=blocked`)."""
+    pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+    limit = int(dict(pairs).get("limit", DEFAULT_LIMIT))
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(1000):
+        response = await client.get(url, params=[*pairs, *([("cursor", cursor)] if cursor else [])])
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            assert len(page["items"]) <= limit
+            return items
+        assert len(page["items"]) == limit, "only the last page may be short"
+    raise AssertionError("pagination did not end")

@@ -32,6 +32,15 @@ async def writer(
     await writer.stop()
 
 
+def reconfigure_access_audit(app: FastAPI, settings: Settings) -> None:
+    """Give the app's access-audit middleware other settings (the app builds its middleware
+    stack once, so it is rebuilt)."""
+    for middleware in app.user_middleware:
+        if "settings" in middleware.kwargs:  # the access-audit middleware's
+            middleware.kwargs["settings"] = settings
+    app.middleware_stack = app.build_middleware_stack()
+
+
 async def logged(session: AsyncSession) -> list[AccessLog]:
     result = await session.execute(
         select(AccessLog).order_by(AccessLog.id).execution_options(populate_existing=True)  # type: ignore[arg-type]
@@ -138,11 +147,7 @@ async def test_access_logging_can_be_switched_off(
     writer: AccessLogWriter,
     session: AsyncSession,
 ) -> None:
-    off = settings.model_copy(update={"audit_access_enabled": False})
-    for middleware in app.user_middleware:
-        if "settings" in middleware.kwargs:
-            middleware.kwargs["settings"] = off
-    app.middleware_stack = app.build_middleware_stack()
+    reconfigure_access_audit(app, settings.model_copy(update={"audit_access_enabled": False}))
 
     await client.get(PRODUCTS)
     await writer.flush()
@@ -170,13 +175,8 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
     forwarded_for: str,
     expected: str | None,
 ) -> None:
-    configured = settings.model_copy(
-        update={"trusted_proxies": [ip_network(network) for network in trusted]}
-    )
-    for middleware in app.user_middleware:
-        if "settings" in middleware.kwargs:
-            middleware.kwargs["settings"] = configured
-    app.middleware_stack = app.build_middleware_stack()
+    trusted_proxies = [ip_network(network) for network in trusted]
+    reconfigure_access_audit(app, settings.model_copy(update={"trusted_proxies": trusted_proxies}))
 
     await client.get(PRODUCTS, headers={"X-Forwarded-For": forwarded_for})
     await writer.flush()

@@ -22,7 +22,7 @@ from backoffice.core.logging import REDACTED
 from backoffice.core.main import API_PREFIX
 from tests.conftest import TEST_PASSWORD, _client, create_user, tokens_for
 from tests.customers.conftest import CUSTOMERS, customer_payload
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, walk_pages
 from tests.products.conftest import product_payload
 
 ACCESS_LOGS = f"{API_PREFIX}/audit/access-logs"
@@ -41,21 +41,7 @@ def at(minutes: int) -> str:
 async def walk(
     client: AsyncClient, url: str, params: dict[str, str], limit: int = 11
 ) -> list[dict[str, Any]]:
-    """Every item of every page, following next_cursor to the end."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        page_params = params | {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
-        response = await client.get(url, params=page_params)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= limit
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
-        assert page["items"], "a page with a next_cursor must not be empty"
-    raise AssertionError("pagination did not end")
+    return await walk_pages(client, url, params | {"limit": str(limit)})
 
 
 async def walk_both_orders(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from backoffice.customers.models import Customer, CustomerStatus
 from backoffice.customers.schemas import CustomerSort
 from tests.customers.conftest import CUSTOMERS, CreateCustomer
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, walk_pages
 
 ROWS = 150
 _NAMES = ["Ada", "bob", "Émile", "carol", "Zoë", "ada", "Bob"]
@@ -39,22 +39,7 @@ async def seed(session: AsyncSession, rows: int = ROWS) -> list[Customer]:
 
 
 async def walk(client: AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every item of every page, following next_cursor to the end."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        response = await client.get(
-            CUSTOMERS, params=params | ({"cursor": cursor} if cursor else {})
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= params.get("limit", 20)
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
-        assert page["items"], "a page with a next_cursor must not be empty"
-    raise AssertionError("pagination did not end")
+    return await walk_pages(client, CUSTOMERS, params)
 
 
 def created_at_key(item: dict[str, Any]) -> tuple[datetime, int]:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.products.models import Product
 from backoffice.products.schemas import ProductSort
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, walk_pages
 from tests.products.conftest import CreateProduct, product_payload
 from tests.products.test_products_api import PRODUCTS
 
@@ -35,21 +35,7 @@ async def seed(session: AsyncSession, rows: int = ROWS) -> list[Product]:
 
 
 async def walk(client: AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every item of every page, following next_cursor to the end."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        response = await client.get(
-            PRODUCTS, params=params | ({"cursor": cursor} if cursor else {})
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= params.get("limit", 20)
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
-    raise AssertionError("pagination did not end")
+    return await walk_pages(client, PRODUCTS, params)
 
 
 def sort_key(sort: ProductSort) -> Any:

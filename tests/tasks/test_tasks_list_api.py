@@ -19,7 +19,7 @@ from backoffice.products.models import Product
 from backoffice.tasks.models import Task, TaskPriority, TaskStatus
 from backoffice.tasks.schemas import TaskSort
 from tests.conftest import _client, create_user, tokens_for
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, walk_pages
 from tests.tasks.conftest import TASKS
 
 ROWS = 200
@@ -108,21 +108,7 @@ def user_id(user: User) -> int:
 async def walk(
     client: AsyncClient, params: Params, url: str = TASKS, limit: int = 17
 ) -> list[dict[str, Any]]:
-    """Every item of every page, following next_cursor to the end."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        page_params = [*params, ("limit", str(limit))] + ([("cursor", cursor)] if cursor else [])
-        response = await client.get(url, params=tuple(page_params))
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= limit
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
-        assert len(page["items"]) == limit  # only the last page may be short
-    raise AssertionError("pagination did not end")
+    return await walk_pages(client, url, [*params, ("limit", str(limit))])
 
 
 def sort_key(sort: TaskSort) -> Callable[[dict[str, Any]], tuple[Any, int]]:
