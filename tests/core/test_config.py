@@ -17,6 +17,7 @@ def production(**overrides: object) -> Settings:
         "secret_key": "s" * 48,
         "database_url": PRODUCTION_URL,
         "first_superuser_password": "a real admin password",
+        "metrics_token": "m" * 32,
     }
     return Settings(_env_file=None, **(values | overrides))  # type: ignore[arg-type]
 
@@ -40,6 +41,7 @@ def test_production_accepts_a_real_configuration() -> None:
         ({"secret_key": "short"}, "32 bytes"),
         ({"database_url": None}, "DATABASE_URL"),
         ({"first_superuser_password": EXAMPLE_SUPERUSER_PASSWORD}, "FIRST_SUPERUSER_PASSWORD"),
+        ({"metrics_token": None}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:
@@ -49,3 +51,24 @@ def test_production_refuses_unsafe_settings(overrides: dict[str, object], messag
 
 def test_secret_key_is_not_revealed_by_repr() -> None:
     assert "s" * 48 not in repr(production())
+
+
+def test_production_without_metrics_needs_no_metrics_token() -> None:
+    assert production(metrics_enabled=False, metrics_token=None).is_production
+
+
+@pytest.mark.parametrize(
+    ("environment", "docs_enabled", "served"),
+    [
+        (Environment.DEVELOPMENT, None, True),
+        (Environment.PRODUCTION, None, False),
+        (Environment.PRODUCTION, True, True),
+        (Environment.DEVELOPMENT, False, False),
+    ],
+)
+def test_docs_are_off_in_production_unless_turned_on(
+    environment: Environment, docs_enabled: bool | None, served: bool
+) -> None:
+    settings = production(environment=environment, docs_enabled=docs_enabled)
+
+    assert settings.serves_docs is served

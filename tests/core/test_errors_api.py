@@ -1,10 +1,18 @@
 import json
+from collections.abc import AsyncIterator
+from ipaddress import ip_network
 
 import pytest
 import structlog
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from backoffice.audit.models import DataChange
+from backoffice.core.config import Settings
+from backoffice.core.main import create_app
 from tests.helpers import assert_problem
 
 
@@ -12,7 +20,7 @@ async def test_unknown_route_returns_404_problem(client: AsyncClient) -> None:
     response = await client.get("/api/v1/nothing-here")
 
     problem = assert_problem(response, 404)
-    assert problem["type"] == "about:blank"
+    assert problem["type"] == "urn:backoffice:problem:not-found"
 
 
 async def test_wrong_method_returns_405_problem_with_allow_header(client: AsyncClient) -> None:
@@ -20,6 +28,36 @@ async def test_wrong_method_returns_405_problem_with_allow_header(client: AsyncC
 
     assert_problem(response, 405)
     assert "GET" in response.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/v1/products/1", {"GET", "PATCH", "DELETE"}),
+        ("/api/v1/products", {"GET", "POST"}),
+        ("/api/v1/users/me", {"GET", "PATCH"}),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_resource(
+    client: AsyncClient, path: str, methods: set[str]
+) -> None:
+    response = await client.request("OPTIONS", path)
+
+    problem = assert_problem(response, 405)
+    assert problem["type"] == "urn:backoffice:problem:method-not-allowed"
+    assert {method.strip() for method in response.headers["allow"].split(",")} == methods
+
+
+async def test_a_body_that_cannot_be_parsed_is_a_400_problem_of_ours(client: AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/products",
+        content=b"\xff\xfe{",
+        headers={"content-type": "application/json"},
+    )
+
+    problem = assert_problem(response, response.status_code)
+    assert response.status_code in {400, 422}
+    assert problem["type"].startswith("urn:backoffice:problem:")
 
 
 async def test_unhandled_error_returns_500_that_leaks_nothing_and_is_logged(
@@ -31,10 +69,10 @@ async def test_unhandled_error_returns_500_that_leaks_nothing_and_is_logged(
     app.add_api_route("/boom", explode)
 
     with structlog.testing.capture_logs() as logs:
-        response = await client.get("/boom", headers={"X-Request-ID": "trace-500"})
+        response = await client.get("/boom")
 
     problem = assert_problem(response, 500)
-    assert problem["request_id"] == "trace-500"
+    assert problem["request_id"] == response.headers["x-request-id"]
     assert "hunter2" not in response.text
     assert "RuntimeError" not in response.text
     [entry] = [log for log in logs if log["event"] == "request.unhandled_error"]
@@ -48,15 +86,54 @@ async def test_request_id_is_generated_when_absent(client: AsyncClient) -> None:
     assert len(response.headers["x-request-id"]) == 32
 
 
-async def test_request_id_from_client_is_echoed(client: AsyncClient) -> None:
-    response = await client.get("/health/live", headers={"X-Request-ID": "abc-123.def:9"})
+@pytest.fixture
+async def proxied_client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """A client whose address (the ASGI test client's 127.0.0.1) is a trusted proxy."""
+    trusted = settings.model_copy(update={"trusted_proxies": [ip_network("127.0.0.1/32")]})
+    transport = ASGITransport(app=create_app(trusted))
+    async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def test_request_id_from_a_trusted_proxy_is_kept(proxied_client: AsyncClient) -> None:
+    response = await proxied_client.get("/health/live", headers={"X-Request-ID": "abc-123.def:9"})
 
     assert response.headers["x-request-id"] == "abc-123.def:9"
 
 
+async def test_request_id_from_a_client_is_replaced(client: AsyncClient) -> None:
+    response = await client.get("/health/live", headers={"X-Request-ID": "abc-123.def:9"})
+
+    assert response.headers["x-request-id"] != "abc-123.def:9"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_a_caller_cannot_give_its_audit_rows_another_requests_id(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    victim = await client.get("/api/v1/users/me")
+    victim_id = victim.headers["x-request-id"]
+
+    response = await client.post(
+        "/api/v1/products",
+        json={"sku": "RID-1", "name": "Borrowed id", "price": "1.00"},
+        headers={"X-Request-ID": victim_id},
+    )
+
+    assert response.status_code == 201
+    own_id = response.headers["x-request-id"]
+    assert own_id != victim_id
+    recorded = await session.scalars(
+        select(col(DataChange.request_id)).where(col(DataChange.entity_type) == "product")
+    )
+    assert set(recorded) == {own_id}
+
+
 @pytest.mark.parametrize("hostile", ["a b", "x" * 200, "line\\nbreak", "<script>", ""])
-async def test_malformed_request_id_is_replaced(client: AsyncClient, hostile: str) -> None:
-    response = await client.get("/health/live", headers={"X-Request-ID": hostile})
+async def test_malformed_request_id_from_a_trusted_proxy_is_replaced(
+    proxied_client: AsyncClient, hostile: str
+) -> None:
+    response = await proxied_client.get("/health/live", headers={"X-Request-ID": hostile})
 
     assert response.headers["x-request-id"] != hostile
     assert len(response.headers["x-request-id"]) == 32
@@ -66,14 +143,13 @@ async def test_request_id_is_bound_to_log_lines_of_the_request(client: AsyncClie
     with structlog.testing.capture_logs(
         processors=[structlog.contextvars.merge_contextvars]
     ) as logs:
-        await client.post(
+        response = await client.post(
             "/api/v1/products",
             json={"sku": "LOG-1", "name": "Logged", "price": "1.00"},
-            headers={"X-Request-ID": "req-for-logs"},
         )
 
     [entry] = [log for log in logs if log["event"] == "product.created"]
-    assert entry["request_id"] == "req-for-logs"
+    assert entry["request_id"] == response.headers["x-request-id"]
 
 
 async def test_openapi_documents_problem_responses(client: AsyncClient) -> None:

@@ -80,6 +80,10 @@ def _environment(database_url: str, port: int, temporary: Path) -> dict[str, str
         AUDIT_ACCESS_ENABLED="true",
         AUDIT_DATA_ENABLED="true",
         METRICS_ENABLED="true",
+        METRICS_TOKEN=secrets.token_urlsafe(32),  # production refuses open metrics
+        # The test client stands in for a load balancer: its X-Request-ID ties each request to
+        # its rows (from anyone else, the server makes its own id).
+        TRUSTED_PROXIES='["127.0.0.1/32"]',
         # `serve` makes its metrics directory here: the test can see it is removed.
         TMPDIR=str(temporary),
         PYTHONUNBUFFERED="1",

@@ -152,7 +152,9 @@ async def test_list_products_q_treats_like_wildcards_literally(
         {"limit": "ten"},
         {"sort": "sku"},
         {"min_price": "-1"},
-        {"min_price": "5", "max_price": "4"},
+        {"min_price": "1e3"},
+        {"max_price": "12345678901"},
+        {"max_price": "1.005"},
         {"is_active": "maybe"},
         {"unknown": "1"},
         {"q": ""},
@@ -270,3 +272,15 @@ async def test_concurrent_patches_with_the_same_if_match_let_exactly_one_win(
     final = (await committed_client.get(url)).json()
     assert final["name"] == winner.json()["name"]
     assert final["version"] == 2
+
+
+async def test_an_inverted_price_range_is_empty(client: AsyncClient) -> None:
+    created = await client.post(
+        PRODUCTS, json={"sku": "RANGE-1", "name": "In range", "price": "4.50"}
+    )
+    assert created.status_code == 201
+
+    response = await client.get(PRODUCTS, params={"min_price": "5", "max_price": "4"})
+
+    assert response.status_code == 200
+    assert response.json()["items"] == []

@@ -14,7 +14,7 @@ from pydantic import (
 from backoffice.auth.models import NAME_MAX_LENGTH, ROLE_NAME_MAX_LENGTH
 from backoffice.auth.permissions import Action, Module
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import MAX_INT4, Email, RequestModel, not_null
+from backoffice.core.schemas import NOT_BLANK, Email, RecordId, RequestModel, omittable
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128  # argon2 has no limit, but a megabyte "password" is a DoS vector
@@ -28,12 +28,16 @@ Password = Annotated[
 ]
 FullName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK
+    ),
     Field(examples=["Ada Lovelace"]),
 ]
 RoleName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=ROLE_NAME_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=ROLE_NAME_MAX_LENGTH, pattern=NOT_BLANK
+    ),
     Field(examples=["warehouse"]),
 ]
 
@@ -77,12 +81,10 @@ class UserCreate(RequestModel):
 class UserUpdate(RequestModel):
     """Admin changes; each field optional, none nullable."""
 
-    email: Email | None = None
-    full_name: FullName | None = None
-    is_active: bool | None = None
-    is_superuser: bool | None = None
-
-    _no_nulls = field_validator("email", "full_name", "is_active", "is_superuser")(not_null)
+    email: Email = omittable()
+    full_name: FullName = omittable()
+    is_active: bool = omittable()
+    is_superuser: bool = omittable()
 
 
 class MeUpdate(RequestModel):
@@ -103,7 +105,9 @@ class PasswordChange(RequestModel):
 
 
 class UserRolesUpdate(RequestModel):
-    role_ids: Annotated[list[Annotated[int, Field(gt=0, le=MAX_INT4)]], Field(max_length=100)]
+    role_ids: Annotated[
+        list[RecordId], Field(max_length=100, json_schema_extra={"uniqueItems": True})
+    ]
 
     @field_validator("role_ids")
     @classmethod
@@ -156,11 +160,12 @@ class Grant(RequestModel):
         return sorted(set(actions))
 
 
-def _unique_modules(grants: list[Grant]) -> list[Grant]:
-    modules = [grant.module for grant in grants]
-    if len(set(modules)) != len(modules):
-        raise ValueError("each module may appear once")
-    return grants
+def _merged_by_module(grants: list[Grant]) -> list[Grant]:
+    """One grant per module: a module named twice gets the actions of both."""
+    actions: dict[Module, set[Action]] = {}
+    for grant in grants:
+        actions.setdefault(grant.module, set()).update(grant.actions)
+    return [Grant(module=module, actions=sorted(granted)) for module, granted in actions.items()]
 
 
 class RoleCreate(RequestModel):
@@ -168,18 +173,16 @@ class RoleCreate(RequestModel):
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     grants: Annotated[list[Grant], Field(max_length=len(Module))] = Field(default_factory=list)
 
-    _grants_unique = field_validator("grants")(_unique_modules)
+    _grants_merged = field_validator("grants")(_merged_by_module)
 
 
 class RoleUpdate(RequestModel):
-    name: RoleName | None = None
+    name: RoleName = omittable()
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
-    grants: Annotated[list[Grant], Field(max_length=len(Module))] | None = Field(
-        default=None, description="Replaces every grant of the role."
+    grants: Annotated[list[Grant], Field(max_length=len(Module))] = omittable(
+        description="Replaces every grant of the role."
     )
-
-    _name_not_null = field_validator("name", "grants")(not_null)
-    _grants_unique = field_validator("grants")(_unique_modules)
+    _grants_merged = field_validator("grants")(_merged_by_module)
 
 
 class GrantRead(BaseModel):

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from backoffice.auth import admin_service, service
 from backoffice.auth.dependencies import CurrentPrincipal, PermissionChecker, SettingsDep
@@ -68,6 +68,13 @@ async def read_me(principal: CurrentPrincipal, session: ReadSessionDep) -> Respo
 async def update_me(data: MeUpdate, principal: CurrentPrincipal, session: SessionDep) -> Response:
     """Change your name (only that: privileges are an administrator's business)."""
     return _user_response(await admin_service.update_me(session, principal, data.full_name))
+
+
+@router.delete("/me", include_in_schema=False)
+async def delete_me() -> None:
+    """`/users/me` is not an instance of `/users/{user_id}`: without this, DELETE would reach
+    that route and fail as an invalid id instead of the 405 a client should get."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
 
 
 @router.put(
@@ -152,7 +159,10 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(ForbiddenError, NotFoundError, PreconditionFailedError),
+    # 409: tasks still refer to the user (deactivate them instead).
+    responses=problem_responses(
+        ForbiddenError, NotFoundError, ConflictError, PreconditionFailedError
+    ),
 )
 async def delete_user(
     user_id: UserId, actor: UsersDelete, session: SessionDep, if_match: IfMatchHeader = None

@@ -88,10 +88,14 @@ class Settings(BaseSettings):
     audit_archive_dir: Path = PROJECT_ROOT / ".data" / "audit-archive"
 
     # Metrics (core/metrics.py): Prometheus exposition at /metrics, a 404 when disabled. With a
-    # token set, scrapes must send `Authorization: Bearer <token>`; without one, keep /metrics
-    # on a network only the scraper reaches.
+    # token set, scrapes must send `Authorization: Bearer <token>`; production refuses to start
+    # with metrics on and no token.
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
+
+    # Swagger UI (/docs), ReDoc (/redoc) and the OpenAPI document (/openapi.json). Unset means
+    # on, except in production, where they map the whole attack surface for anyone who asks.
+    docs_enabled: bool | None = None
 
     # The first superuser, created by `task seed` and the first start of the embedded database
     first_superuser_email: str = EXAMPLE_SUPERUSER_EMAIL
@@ -100,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
+
+    @property
+    def serves_docs(self) -> bool:
+        return not self.is_production if self.docs_enabled is None else self.docs_enabled
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:
@@ -115,6 +123,11 @@ class Settings(BaseSettings):
         if self.first_superuser_password.get_secret_value() == EXAMPLE_SUPERUSER_PASSWORD:
             raise ValueError(
                 "FIRST_SUPERUSER_PASSWORD is the example value; set a real one in production"
+            )
+        if self.metrics_enabled and not self.metrics_token:
+            raise ValueError(
+                "METRICS_TOKEN must be set in production while METRICS_ENABLED is on: /metrics "
+                "would otherwise answer anyone"
             )
         return self
 

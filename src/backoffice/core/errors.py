@@ -12,8 +12,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from backoffice.core.logging import REQUEST_ID_HEADER
 
@@ -117,6 +119,21 @@ def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, A
     }
 
 
+# The problem types of answers that the framework, not a service, gives. Any other status gets a
+# type made from its phrase: no answer of this API is `about:blank`.
+_HTTP_SLUGS: Mapping[int, str] = {
+    HTTPStatus.BAD_REQUEST: "malformed-request",
+    HTTPStatus.NOT_FOUND: "not-found",
+    HTTPStatus.METHOD_NOT_ALLOWED: "method-not-allowed",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "content-too-large",
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "unsupported-media-type",
+}
+
+
+def problem_type_slug(status: int) -> str:
+    return _HTTP_SLUGS.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "-")
+
+
 def problem_response(
     request: Request,
     *,
@@ -129,7 +146,7 @@ def problem_response(
 ) -> JSONResponse:
     request_id: str | None = getattr(request.state, "request_id", None)
     problem = Problem(
-        type=f"{PROBLEM_TYPE_BASE}{slug}" if slug else "about:blank",
+        type=f"{PROBLEM_TYPE_BASE}{slug or problem_type_slug(status)}",
         title=title or HTTPStatus(status).phrase,
         status=status,
         detail=detail,
@@ -176,9 +193,28 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of the resource at this path: Starlette's 405 names only the first route
+    whose path matched, and a resource's GET and PATCH are separate routes. A literal path
+    (`/users/me`) is its own resource, not an instance of a template that also matches it
+    (`/users/{user_id}`)."""
+    path = request.url.path
+    by_template: dict[str, set[str]] = {}
+    for route in iter_route_contexts(request.app.routes):
+        if not getattr(route, "include_in_schema", True):
+            continue  # a stand-in that refuses a method (e.g. DELETE /users/me)
+        if route.path and route.methods and compile_path(route.path)[0].fullmatch(path):
+            by_template.setdefault(route.path, set()).update(route.methods)
+    methods = by_template.get(path) or set().union(*by_template.values())
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(request, status=exc.status_code, detail=detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(request, status=exc.status_code, detail=detail, headers=headers)
 
 
 async def _unhandled_error(request: Request, _exc: Exception) -> JSONResponse:

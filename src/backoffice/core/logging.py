@@ -10,6 +10,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backoffice.core.config import Environment, Settings
+from backoffice.core.network import is_trusted_proxy
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 _REQUEST_ID_HEADER_BYTES: Final = REQUEST_ID_HEADER.lower().encode()
@@ -72,17 +73,28 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestIdMiddleware:
-    """Accepts a well-formed `X-Request-ID` or makes one, binds it to every log line of the
-    request, exposes it as `request.state.request_id` and returns it on the response."""
+    """Makes the request's id, binds it to every log line of the request, exposes it as
+    `request.state.request_id` and returns it on the response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The id is what the audit rows of the request carry, so a caller must not choose it: a
+    client could otherwise make its rows share an id with somebody else's. Only a trusted proxy
+    (TRUSTED_PROXIES, which makes its own ids) may pass one in `X-Request-ID`, if well-formed."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.trusted_proxies = settings.trusted_proxies
+
+    def _request_id(self, scope: Scope) -> str:
+        peer = scope.get("client")
+        if is_trusted_proxy(peer[0] if peer else None, self.trusted_proxies):
+            return _incoming_request_id(scope) or uuid.uuid4().hex
+        return uuid.uuid4().hex
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

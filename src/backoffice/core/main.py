@@ -20,6 +20,7 @@ from backoffice.core.errors import ForbiddenError, problem_responses, register_e
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware
+from backoffice.core.openapi import install_openapi
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
 from backoffice.tasks.router import customer_tasks_router
@@ -39,11 +40,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
-    app = FastAPIOffline(
-        title=settings.project_name,
-        version="1.0.0",
-        description="Products, customers and tasks behind JWT auth, RBAC and an audit trail.",
-        lifespan=lifespan,
+    title, version = settings.project_name, "1.0.0"
+    description = "Products, customers and tasks behind JWT auth, RBAC and an audit trail."
+    # Swagger UI and ReDoc from local assets (FastAPIOffline), or no docs and no document at all.
+    app = (
+        FastAPIOffline(title=title, version=version, description=description, lifespan=lifespan)
+        if settings.serves_docs
+        else FastAPI(
+            title=title,
+            version=version,
+            description=description,
+            lifespan=lifespan,
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
     )
     app.state.settings = settings
 
@@ -69,11 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
 
     register_error_handlers(app)
+    install_openapi(app)
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(AccessAuditMiddleware, settings=settings)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, settings=settings)
     # Outermost of all, so the metrics time the whole request, the middleware above included.
     install_metrics(app, settings)
     return app

@@ -29,3 +29,16 @@ def client_ip(
         if not any(address in network for network in trusted_proxies):
             break
     return None if address is None else str(address)
+
+
+def is_trusted_proxy(
+    peer: str | None, trusted_proxies: Sequence[IPv4Network | IPv6Network]
+) -> bool:
+    """Whether the connection comes from one of TRUSTED_PROXIES (a load balancer of ours)."""
+    if not peer or not trusted_proxies:
+        return False
+    try:
+        address = _parse(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted_proxies)

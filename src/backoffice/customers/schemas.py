@@ -10,11 +10,10 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
-    field_validator,
 )
 
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import Email, RequestModel, not_null
+from backoffice.core.schemas import NOT_BLANK, Email, RequestModel, omittable
 from backoffice.customers.models import (
     COMPANY_MAX_LENGTH,
     NAME_MAX_LENGTH,
@@ -24,6 +23,8 @@ from backoffice.customers.models import (
 
 _PHONE_SEPARATORS = re.compile(r"[ ().-]")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits only: \d takes any script's
+# The same rule with the separators in, as the document states it.
+PHONE_PATTERN = r"^[ ().-]*\+[ ().-]*[1-9]([ ().-]*[0-9]){6,14}[ ().-]*$"
 
 
 def _normalise_phone(phone: str) -> str:
@@ -38,18 +39,22 @@ def _normalise_phone(phone: str) -> str:
 
 CustomerName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK
+    ),
     Field(examples=["Grace Hopper"]),
 ]
 Phone = Annotated[
     str,
-    StringConstraints(max_length=32),
+    StringConstraints(max_length=32, pattern=PHONE_PATTERN),
     AfterValidator(_normalise_phone),
     Field(description="E.164; separators are accepted and dropped.", examples=["+44 20 7946 0958"]),
 ]
 Company = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=COMPANY_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=COMPANY_MAX_LENGTH, pattern=NOT_BLANK
+    ),
     Field(examples=["Navy Labs"]),
 ]
 Notes = Annotated[str, StringConstraints(max_length=NOTES_MAX_LENGTH)]
@@ -69,14 +74,12 @@ class CustomerUpdate(RequestModel):
     """Every field optional; only the fields sent are changed. Phone, company and notes can
     be cleared with null."""
 
-    name: CustomerName | None = None
-    email: Email | None = None
+    name: CustomerName = omittable()
+    email: Email = omittable()
     phone: Phone | None = None
     company: Company | None = None
-    status: Status | None = None
+    status: Status = omittable()
     notes: Notes | None = None
-
-    _no_nulls = field_validator("name", "email", "status")(not_null)
 
 
 class CustomerRead(BaseModel):

@@ -114,7 +114,8 @@ async def update_product(
     "/{product_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(NotFoundError, PreconditionFailedError),
+    # 409: tasks still refer to the product (deactivate it instead).
+    responses=problem_responses(NotFoundError, ConflictError, PreconditionFailedError),
 )
 async def delete_product(
     product_id: ProductId, _: ProductsDelete, session: SessionDep, if_match: IfMatchHeader = None

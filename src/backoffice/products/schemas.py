@@ -1,25 +1,29 @@
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    Strict,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import MAX_INT4, RequestModel, not_null
+from backoffice.core.schemas import (
+    MAX_INT4,
+    NOT_BLANK,
+    Int4,
+    Money,
+    MoneyQuery,
+    RequestModel,
+    omittable,
+)
 from backoffice.products.models import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, SKU_MAX_LENGTH
 
 MAX_QUANTITY = MAX_INT4
-CENTS = Decimal("0.01")
 
 Sku = Annotated[
     str,
@@ -33,7 +37,9 @@ Sku = Annotated[
 ]
 ProductName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK
+    ),
     Field(examples=["Mechanical keyboard"]),
 ]
 Description = Annotated[
@@ -41,20 +47,12 @@ Description = Annotated[
     StringConstraints(max_length=DESCRIPTION_MAX_LENGTH),
     Field(examples=["Tenkeyless, brown switches."]),
 ]
+# 89.9 and "89.90" alike; the value is kept exact either way.
 Price = Annotated[
-    Decimal,
-    Strict(False),  # accept 89.9 and "89.90" alike; the value is kept exact either way
-    Field(
-        ge=0,
-        max_digits=12,
-        decimal_places=2,
-        allow_inf_nan=False,
-        description="Unit price; up to 2 decimal places. Returned as a string to keep it exact.",
-        examples=["89.90"],
-    ),
-    AfterValidator(lambda price: price.quantize(CENTS)),
+    Money,
+    Field(description="Unit price; up to 2 decimal places. Returned as a string to keep it exact."),
 ]
-StockQuantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, examples=[25])]
+StockQuantity = Annotated[Int4, Field(ge=0, le=MAX_QUANTITY, examples=[25])]
 
 
 class ProductCreate(RequestModel):
@@ -69,24 +67,23 @@ class ProductCreate(RequestModel):
 class ProductUpdate(RequestModel):
     """Every field optional; only the fields sent are changed."""
 
-    sku: Sku | None = None
-    name: ProductName | None = None
+    sku: Sku = omittable()
+    name: ProductName = omittable()
     description: Description | None = None
-    price: Price | None = None
-    stock_quantity: StockQuantity | None = None
-    is_active: bool | None = None
-
-    _no_nulls = field_validator("sku", "name", "price", "stock_quantity", "is_active")(not_null)
+    price: Price = omittable()
+    stock_quantity: StockQuantity = omittable()
+    is_active: bool = omittable()
 
 
 class StockAdjustment(RequestModel):
     delta: Annotated[
-        int,
+        Int4,
         Field(
             ge=-MAX_QUANTITY,
             le=MAX_QUANTITY,
             description="Units to add (positive) or remove (negative); never below zero stock.",
             examples=[-3],
+            json_schema_extra={"not": {"const": 0}},
         ),
     ]
 
@@ -105,7 +102,7 @@ class ProductRead(BaseModel):
     sku: str
     name: str
     description: str | None
-    price: Price
+    price: Annotated[Decimal, Field(description="Unit price, as a string to keep it exact.")]
     stock_quantity: int
     is_active: bool
     created_at: datetime
@@ -130,18 +127,9 @@ class ProductListQuery(BaseModel):
         Field(min_length=1, max_length=100, description="Name or SKU contains (any case)."),
     ] = None
     is_active: bool | None = None
-    min_price: Annotated[Decimal | None, Field(ge=0, max_digits=12, decimal_places=2)] = None
-    max_price: Annotated[Decimal | None, Field(ge=0, max_digits=12, decimal_places=2)] = None
+    # A range with min_price above max_price is empty: it matches nothing.
+    min_price: MoneyQuery | None = None
+    max_price: MoneyQuery | None = None
     sort: ProductSort = ProductSort.CREATED_AT_DESC
     limit: LimitQuery = DEFAULT_LIMIT
     cursor: CursorQuery = None
-
-    @model_validator(mode="after")
-    def _price_range(self) -> Self:
-        if (
-            self.min_price is not None
-            and self.max_price is not None
-            and self.min_price > self.max_price
-        ):
-            raise ValueError("min_price must not exceed max_price")
-        return self

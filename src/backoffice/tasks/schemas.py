@@ -1,20 +1,17 @@
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
     StringConstraints,
-    field_validator,
-    model_validator,
 )
 
 from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
-from backoffice.core.schemas import MAX_INT4, RequestModel, not_null
+from backoffice.core.schemas import MAX_INT4, NOT_BLANK, Day, RecordId, RequestModel, omittable
 from backoffice.tasks.models import (
     DESCRIPTION_MAX_LENGTH,
     TITLE_MAX_LENGTH,
@@ -22,30 +19,18 @@ from backoffice.tasks.models import (
     TaskStatus,
 )
 
-
-def _iso_string(value: Any) -> Any:
-    # Dates arrive as "YYYY-MM-DD" strings; a number is a wrong type, not a Unix timestamp.
-    if not isinstance(value, str | date):
-        raise ValueError("must be a date as a string, YYYY-MM-DD")
-    return value
-
-
 Title = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH, pattern=NOT_BLANK
+    ),
     Field(examples=["Call back about the invoice"]),
 ]
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH)]
 Priority = Annotated[TaskPriority, Strict(False)]  # arrives as a string
 Status = Annotated[TaskStatus, Strict(False)]
-# date.min and date.max stand for -infinity and infinity in the driver, so they are excluded.
-DueDate = Annotated[
-    date,
-    Strict(False),
-    BeforeValidator(_iso_string),
-    Field(gt=date.min, lt=date.max, examples=["2026-12-24"]),
-]
-ReferenceId = Annotated[int, Field(gt=0, le=MAX_INT4)]
+DueDate = Annotated[Day, Field(examples=["2026-12-24"])]
+ReferenceId = RecordId
 
 
 class TaskCreate(RequestModel):
@@ -64,16 +49,14 @@ class TaskUpdate(RequestModel):
     """Every field optional; only the fields sent are changed. Description, due date and the
     references can be cleared with null. A status change must follow the transition table."""
 
-    title: Title | None = None
+    title: Title = omittable()
     description: Description | None = None
-    status: Status | None = None
-    priority: Priority | None = None
+    status: Status = omittable()
+    priority: Priority = omittable()
     due_date: DueDate | None = None
     assignee_id: ReferenceId | None = None
     customer_id: ReferenceId | None = None
     product_id: ReferenceId | None = None
-
-    _no_nulls = field_validator("title", "status", "priority")(not_null)
 
 
 class UserSummary(BaseModel):
@@ -140,11 +123,13 @@ class CustomerTaskListQuery(BaseModel):
     ] = None
     assignee_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None
     assignee: Annotated[
-        Literal["me"] | None, Field(description="`me`: the tasks assigned to the caller.")
+        Literal["me"] | None,
+        Field(description="`me`: the tasks assigned to the caller (with `assignee_id`, both)."),
     ] = None
     product_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None
-    due_after: Annotated[date | None, Field(description="Due on or after this day.")] = None
-    due_before: Annotated[date | None, Field(description="Due on or before this day.")] = None
+    # due_after later than due_before is an empty window: it matches nothing.
+    due_after: Annotated[Day | None, Field(description="Due on or after this day.")] = None
+    due_before: Annotated[Day | None, Field(description="Due on or before this day.")] = None
     overdue: Annotated[
         bool | None,
         Field(description="true: open and due before today (UTC); false: everything else."),
@@ -157,18 +142,6 @@ class CustomerTaskListQuery(BaseModel):
     ] = TaskSort.CREATED_AT_DESC
     limit: LimitQuery = DEFAULT_LIMIT
     cursor: CursorQuery = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.assignee is not None and self.assignee_id is not None:
-            raise ValueError("use either assignee=me or assignee_id, not both")
-        if (
-            self.due_after is not None
-            and self.due_before is not None
-            and self.due_after > self.due_before
-        ):
-            raise ValueError("due_after must not be later than due_before")
-        return self
 
 
 class TaskListQuery(CustomerTaskListQuery):

@@ -139,9 +139,9 @@ def _filters(
         conditions.append(col(Task.status).in_(query.status))
     if query.priority:
         conditions.append(col(Task.priority).in_(query.priority))
-    assignee_id = caller_id if query.assignee == "me" else query.assignee_id
-    if assignee_id is not None:
-        conditions.append(col(Task.assignee_id) == assignee_id)
+    # `assignee=me` and `assignee_id` together: both must hold.
+    assignees = (caller_id if query.assignee == "me" else None, query.assignee_id)
+    conditions.extend(col(Task.assignee_id) == user for user in assignees if user is not None)
     if customer_id is not None:
         conditions.append(col(Task.customer_id) == customer_id)
     if query.product_id is not None:
