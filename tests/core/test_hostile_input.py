@@ -334,6 +334,19 @@ async def test_a_nul_in_a_json_key_is_a_422_naming_the_key(client: AsyncClient) 
     assert _problem_names(response, f"body.grants.0.module{REPLACEMENT}") is None
 
 
+async def test_a_nul_in_a_multipart_form_field_is_a_422_naming_it(
+    anonymous_client: AsyncClient,
+) -> None:
+    response = await anonymous_client.post(
+        "/api/v1/auth/sessions",
+        data={"username": "ada@example.com", "password": f"pass{NUL}word"},
+        files={"unused": ("unused.txt", b"binary \x00 content is not text")},
+    )
+
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert _problem_names(response, "body.password") is None
+
+
 async def test_text_that_merely_looks_hostile_passes(client: AsyncClient) -> None:
     """Escaped backslashes, a surrogate *pair* (an emoji) and `%00` as text are fine."""
     response = await client.post(
