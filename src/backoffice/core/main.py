@@ -71,9 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
-    app.add_middleware(
-        UnstorableTextMiddleware
-    )  # inside the body limit: what it buffers is bounded
+    app.add_middleware(UnstorableTextMiddleware)  # inside the body limit, which bounds it
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(AccessAuditMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
