@@ -1,14 +1,14 @@
 """The access log: one row per request, queued off the critical path, batched, bounded, and
 flushed on shutdown."""
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from ipaddress import ip_network
 
 import pytest
 import structlog
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,6 +16,8 @@ from backoffice.audit.access import AccessEntry, AccessLogWriter, access_log_lif
 from backoffice.audit.models import AccessLog
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
+from backoffice.core.database import Database
+from backoffice.core.text import REPLACEMENT
 from tests.conftest import _client
 
 PRODUCTS = "/api/v1/products"
@@ -283,3 +285,53 @@ async def test_a_batch_the_database_refuses_is_counted_as_dropped(
     assert (writer.written, writer.dropped, writer.depth) == (0, 1, 0)
     count = await session.scalar(select(func.count()).select_from(AccessLog))
     assert count == 0
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda bad: setattr(bad, "path", "/nul\x00byte"), id="nul"),
+        pytest.param(lambda bad: setattr(bad, "user_agent", "lone \ud800"), id="surrogate"),
+        pytest.param(lambda bad: setattr(bad, "method", "X" * 100), id="too-long"),
+    ],
+)
+async def test_a_row_the_database_refuses_costs_only_itself_not_its_batch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    spoil: Callable[[AccessEntry], None],
+) -> None:
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
+    entries = [entry(number) for number in range(10)]
+    spoil(entries[4])  # put straight into the writer: no middleware cleaned it
+    for queued in entries:
+        writer.record(queued)
+
+    with structlog.testing.capture_logs() as logs:
+        await writer.flush()
+
+    assert (writer.written, writer.dropped, writer.depth) == (9, 1, 0)
+    assert [row.request_id for row in await logged(session)] == [
+        f"request-{number}" for number in range(10) if number != 4
+    ]
+    [warning] = [line for line in logs if line["event"] == "audit.access_entry_refused"]
+    assert (warning["log_level"], warning["request_id"]) == ("warning", "request-4")
+
+
+async def test_hostile_requests_cannot_make_the_access_log_lose_real_requests(
+    committed_client: AsyncClient,
+) -> None:
+    """Anonymous requests whose path holds a NUL, interleaved with real ones, on an app that
+    commits: every request is logged, the hostile path made storable."""
+    transport = committed_client._transport
+    assert isinstance(transport, ASGITransport)
+    app: FastAPI = transport.app  # type: ignore[assignment]  # the committed app, a FastAPI
+    async with access_log_lifespan(app), _client(app) as anonymous:
+        for _ in range(20):
+            await anonymous.get("/%00")
+            assert (await committed_client.get(PRODUCTS)).status_code == 200
+
+    database: Database = app.state.database
+    async with database.sessions() as session:
+        rows = await logged(session)
+    assert [row.path for row in rows].count(PRODUCTS) == 20
+    assert [row.path for row in rows].count(f"/{REPLACEMENT}") == 20

@@ -6,6 +6,7 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backoffice.core.schemas import MAX_INT4
 from backoffice.products.models import Product
 from tests.helpers import assert_problem
 from tests.products.conftest import CreateProduct, product_payload
@@ -341,6 +342,28 @@ async def test_stock_adjustment_below_zero_returns_409_and_keeps_stock(
     product = await stored(session, created["id"])
     assert product is not None
     assert product.stock_quantity == 2
+
+
+@pytest.mark.parametrize(("stock", "delta"), [(MAX_INT4, 1), (1, MAX_INT4), (MAX_INT4 - 5, 10)])
+async def test_stock_adjustment_past_the_column_range_returns_409_and_keeps_stock(
+    client: AsyncClient,
+    session: AsyncSession,
+    create_product: CreateProduct,
+    stock: int,
+    delta: int,
+) -> None:
+    created = await create_product(stock_quantity=stock)
+
+    response = await client.post(
+        f"{PRODUCTS}/{created['id']}/stock-adjustments", json={"delta": delta}
+    )
+
+    problem = assert_problem(response, 409, "conflict")
+    assert f"{stock} in stock" in problem["detail"]
+    assert str(MAX_INT4) in problem["detail"]
+    product = await stored(session, created["id"])
+    assert product is not None
+    assert product.stock_quantity == stock
 
 
 async def test_stock_adjustment_of_missing_product_returns_404(client: AsyncClient) -> None:

@@ -4,6 +4,9 @@ The middleware hands each finished request to `AccessLogWriter.record`, which on
 bounded in-memory queue; a background task inserts what is queued in batches. When the queue is
 full the oldest entries are dropped and counted (a request is never made to wait for the
 audit), and on a clean shutdown everything still queued is written before the engine goes away.
+Every stored value is made storable first (no NUL, no lone surrogate, within its column's
+length), and a batch the database refuses anyway is retried row by row, so a bad row costs only
+itself.
 """
 
 import asyncio
@@ -25,14 +28,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backoffice.audit.context import request_state
 from backoffice.audit.models import (
     PATH_MAX_LENGTH,
+    REQUEST_ID_MAX_LENGTH,
     USER_AGENT_MAX_LENGTH,
     AccessLog,
 )
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.network import client_ip
+from backoffice.core.text import scrub
 
 log = structlog.get_logger(__name__)
+
+_METHOD_MAX_LENGTH = 16  # access_logs.method
 
 _TABLE = AccessLog.__tablename__
 
@@ -52,6 +59,39 @@ class AccessEntry:
 
 _COLUMNS = tuple(field.name for field in fields(AccessEntry))
 _as_record = attrgetter(*_COLUMNS)  # a flat tuple; dataclasses.astuple would deep-copy
+# SQLSTATE classes of a refusal of the data itself (22 data exception, 23 integrity): only then
+# is a batch retried row by row. A lost connection fails every row alike.
+_REFUSED_DATA_CLASSES = ("22", "23")
+
+
+def storable(value: str, max_length: int) -> str:
+    """`value` as a column of `max_length` characters can always store it."""
+    return scrub(value[:max_length])
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    # asyncpg's errors carry their SQLSTATE; SQLAlchemy's wrap them.
+    for error in (exc, getattr(exc, "orig", None), exc.__cause__):
+        sqlstate = getattr(error, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return sqlstate
+    return None
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """Whether the database (or the driver, for a value it cannot encode) refused the data,
+    as opposed to failing to be reached. asyncpg's COPY encoder raises a plain ValueError
+    (UnicodeEncodeError for a lone surrogate)."""
+    sqlstate = _sqlstate(exc)
+    return isinstance(exc, ValueError) or (
+        sqlstate is not None and sqlstate.startswith(_REFUSED_DATA_CLASSES)
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's class and SQLSTATE, not its message: that quotes the refused values."""
+    sqlstate = _sqlstate(exc)
+    return f"{type(exc).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(exc).__name__
 
 
 class AccessLogWriter:
@@ -110,18 +150,37 @@ class AccessLogWriter:
             await self.flush()
 
     async def flush(self) -> None:
-        """Insert everything queued, a batch per transaction. A batch the database refuses is
-        logged and counted as dropped: the queue must keep moving."""
+        """Insert everything queued, a batch per transaction. A batch whose data the database
+        refuses is retried row by row, so only the bad rows are lost (counted as dropped and
+        warned); a batch that fails otherwise is logged and counted as dropped: the queue must
+        keep moving."""
         while self._queue:
             count = min(self._batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(count)]
             try:
                 await self._insert(batch)
-            except Exception:
-                self.dropped += len(batch)
-                log.exception("audit.access_write_failed", entries=len(batch))
+            except Exception as exc:
+                if len(batch) > 1 and _refused_data(exc):
+                    await self._insert_one_by_one(batch)
+                else:
+                    self.dropped += len(batch)
+                    log.exception("audit.access_write_failed", entries=len(batch))
             else:
                 self.written += len(batch)
+
+    async def _insert_one_by_one(self, batch: Sequence[AccessEntry]) -> None:
+        for entry in batch:
+            try:
+                await self._insert([entry])
+            except Exception as exc:  # noqa: BLE001  # one bad row must not stop its neighbours
+                self.dropped += 1
+                log.warning(
+                    "audit.access_entry_refused",
+                    request_id=storable(entry.request_id, REQUEST_ID_MAX_LENGTH),
+                    error=_describe(exc),
+                )
+            else:
+                self.written += 1
 
     async def _insert(self, batch: Sequence[AccessEntry]) -> None:
         # COPY: one round trip and almost no Python per row, which is what keeps the access log
@@ -199,19 +258,21 @@ class AccessAuditMiddleware:
             return
         peer = scope.get("client")
         user_agent = _header(scope, b"user-agent")
+        # Whatever a hostile client sent, every value fits its column (no NUL, no lone
+        # surrogate, not too long): one request must never make a batch fail.
         writer.record(
             AccessEntry(
                 occurred_at=occurred_at,
-                request_id=state.get("request_id", ""),
+                request_id=storable(state.get("request_id", ""), REQUEST_ID_MAX_LENGTH),
                 user_id=state.get("user_id"),
                 client_ip=client_ip(
                     peer[0] if peer else None,
                     _header(scope, b"x-forwarded-for"),
                     settings.trusted_proxies,
                 ),
-                user_agent=user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None,
-                method=scope["method"][:16],
-                path=path[:PATH_MAX_LENGTH],
+                user_agent=storable(user_agent, USER_AGENT_MAX_LENGTH) if user_agent else None,
+                method=storable(scope["method"], _METHOD_MAX_LENGTH),
+                path=storable(path, PATH_MAX_LENGTH),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )

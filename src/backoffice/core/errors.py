@@ -14,10 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from backoffice.core.logging import REQUEST_ID_HEADER
+from backoffice.core.text import scrub
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:backoffice:problem:"
@@ -150,7 +152,7 @@ def problem_response(
         title=title or HTTPStatus(status).phrase,
         status=status,
         detail=detail,
-        instance=request.url.path,
+        instance=scrub(request.url.path),  # a hostile path must not break the answer
         request_id=request_id,
         errors=list(errors) if errors is not None else None,
     )
@@ -183,6 +185,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         FieldError(field=_field_name(error["loc"]), message=error["msg"], type=error["type"])
         for error in exc.errors()
     ]
+    return validation_problem(request, errors)
+
+
+def validation_problem(request: Request, errors: Sequence[FieldError]) -> JSONResponse:
+    """The 422 answer for invalid fields, whoever finds them (FastAPI or our middleware)."""
     return problem_response(
         request,
         status=HTTPStatus.UNPROCESSABLE_ENTITY,
@@ -217,15 +224,58 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return problem_response(request, status=exc.status_code, detail=detail, headers=headers)
 
 
-async def _unhandled_error(request: Request, _exc: Exception) -> JSONResponse:
+def _server_error(request: Request, headers: Mapping[str, str] | None = None) -> JSONResponse:
     log.exception("request.unhandled_error", path=request.url.path, method=request.method)
-    request_id: str | None = getattr(request.state, "request_id", None)
-    # This handler runs outside the request-id middleware, so it sets the header itself.
     return problem_response(
         request,
         status=HTTPStatus.INTERNAL_SERVER_ERROR,
         detail="An unexpected error occurred. Quote the request id when reporting it.",
-        headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+        headers=headers,
+    )
+
+
+async def _unhandled_error(request: Request, _exc: Exception) -> JSONResponse:
+    request_id: str | None = getattr(request.state, "request_id", None)
+    # This handler runs outside the request-id middleware, so it sets the header itself.
+    return _server_error(request, {REQUEST_ID_HEADER: request_id} if request_id else None)
+
+
+# SQLSTATE class 22, "data exception": a value the column or the operation cannot hold.
+_DATA_EXCEPTION_CLASS = "22"
+_DATA_EXCEPTION_DETAILS: Mapping[str, str] = {
+    "22001": "A value is longer than the field allows.",
+    "22003": "A number is out of the range the field can hold.",
+    "22007": "A date or time is malformed.",
+    "22008": "A date or time is out of the range the field can hold.",
+    "22021": "A text value holds a character that cannot be stored.",
+    "22P05": "A text value holds a character that cannot be stored.",
+}
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    # SQLAlchemy's asyncpg adapter carries the SQLSTATE; asyncpg's own client-side refusals
+    # (a string it cannot encode, a date it cannot convert) arrive as 22000.
+    driver_error = getattr(exc.orig, "__cause__", None)
+    state = getattr(exc.orig, "sqlstate", None) or getattr(driver_error, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """The last line of defence for values the database cannot hold: whatever route let one
+    through, the client gets a 422 problem, not a 500. Any other database error is a 500."""
+    sqlstate = _sqlstate(exc)
+    if sqlstate is None or not sqlstate.startswith(_DATA_EXCEPTION_CLASS):
+        return _server_error(request)  # inside the request-id middleware: no header here
+    # No traceback and no statement: its parameters are the client's data.
+    log.warning("request.data_exception", sqlstate=sqlstate, path=scrub(request.url.path))
+    return problem_response(
+        request,
+        status=HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail=_DATA_EXCEPTION_DETAILS.get(
+            sqlstate, "A value cannot be stored: it is out of range or malformed."
+        ),
+        slug=InvalidInputError.slug,
+        title=InvalidInputError.title,
     )
 
 
@@ -235,4 +285,5 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # see above
+    app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(Exception, _unhandled_error)

@@ -29,14 +29,30 @@ def is_secret_name(key: str) -> bool:
     return name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES)
 
 
+def redacted(value: object) -> object:
+    """`value` with every entry whose key names a secret masked, at any depth of dicts, lists
+    and tuples. Containers are copied, never changed in place: they may be the caller's."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if isinstance(key, str) and is_secret_name(key) else redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redacted(item) for item in value) if value else value
+    return value
+
+
 def redact_secrets(
     _logger: object, _method: str, event_dict: structlog.types.EventDict
 ) -> structlog.types.EventDict:
     """Mask any value whose key names a secret (`password`, `refresh_token`, `secret_key`...),
-    whoever logs it: a password or token must never reach a log line."""
-    for key in event_dict:
+    whoever logs it and however deep it is nested: a password or token must never reach a log
+    line."""
+    for key, value in event_dict.items():
         if is_secret_name(key):
             event_dict[key] = REDACTED
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = redacted(value)
     return event_dict
 
 
@@ -47,12 +63,21 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks never carry local variables: structlog's defaults (rich in development, the
+    # dict transformer in production) print every frame's locals, which hold passwords and
+    # tokens and cost megabytes and seconds per error.
     renderer: structlog.types.Processor
     if settings.is_production:
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(

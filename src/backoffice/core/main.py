@@ -19,7 +19,7 @@ from backoffice.core.database import database_lifespan
 from backoffice.core.errors import ForbiddenError, problem_responses, register_error_handlers
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.metrics import install_metrics, metrics_lifespan
-from backoffice.core.middleware import BodySizeLimitMiddleware
+from backoffice.core.middleware import BodySizeLimitMiddleware, UnstorableTextMiddleware
 from backoffice.core.openapi import install_openapi
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
+    app.add_middleware(UnstorableTextMiddleware)  # inside the body limit, which bounds it
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(AccessAuditMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware, settings=settings)

@@ -1,11 +1,12 @@
 from collections.abc import Mapping
 from typing import ClassVar
 
-from sqlalchemy import func, update
+from sqlalchemy import BigInteger, cast, func, update
 from sqlmodel import col
 
 from backoffice.core.errors import ConflictError, DomainError
 from backoffice.core.repository import BaseRepository
+from backoffice.core.schemas import MAX_INT4
 from backoffice.products.models import Product
 
 
@@ -17,10 +18,13 @@ class ProductRepository(BaseRepository[Product]):
 
     async def adjust_stock(self, product_id: int, delta: int) -> Product | None:
         """Add `delta` to the stock in one conditional UPDATE, so concurrent adjustments can
-        never take it below zero; None if the product is missing or the stock is short."""
+        never take it below zero nor past the column's range; None if the product is missing
+        or the new stock would be out of range."""
+        # Compared in bigint: in the column's int4 the sum itself would overflow (an error).
+        new_stock = cast(col(Product.stock_quantity), BigInteger) + delta
         statement = (
             update(Product)
-            .where(col(Product.id) == product_id, col(Product.stock_quantity) + delta >= 0)
+            .where(col(Product.id) == product_id, new_stock >= 0, new_stock <= MAX_INT4)
             .values(
                 stock_quantity=Product.stock_quantity + delta,
                 version=Product.version + 1,

@@ -14,6 +14,7 @@ from backoffice.core.repository import contains_pattern
 from backoffice.products.models import Product
 from backoffice.products.repository import ProductRepository
 from backoffice.products.schemas import (
+    MAX_QUANTITY,
     ProductCreate,
     ProductListQuery,
     ProductRead,
@@ -89,6 +90,11 @@ async def adjust_stock(session: AsyncSession, product_id: int, delta: int) -> Pr
         log.info("product.stock_adjusted", product_id=product_id, delta=delta)
         return product
     current = await get_product(session, product_id)
+    if delta > 0:
+        raise ConflictError(
+            f"Stock cannot exceed {MAX_QUANTITY}: {current.stock_quantity} in stock, "
+            f"cannot add {delta}."
+        )
     raise ConflictError(
         f"Insufficient stock: {current.stock_quantity} in stock, cannot remove {-delta}."
     )
