@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from backoffice.auth import admin_service, service
 from backoffice.auth.dependencies import CurrentPrincipal, PermissionChecker, SettingsDep
-from backoffice.auth.errors import AuthenticationError
+from backoffice.auth.errors import AuthenticationError, LastSuperuserError
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.schemas import (
     MeUpdate,
@@ -133,7 +133,7 @@ async def get_user(
     "/{user_id}",
     response_model=UserRead,
     responses=problem_responses(
-        ForbiddenError, NotFoundError, ConflictError, PreconditionFailedError
+        ForbiddenError, NotFoundError, ConflictError, LastSuperuserError, PreconditionFailedError
     ),
 )
 async def update_user(
@@ -144,7 +144,8 @@ async def update_user(
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Deactivating a user ends all their sessions. Only a superuser can touch `is_superuser`
-    or a superuser's account; nobody can change their own status."""
+    or a superuser's account; nobody can change their own status. The last active superuser
+    cannot be demoted or deactivated (409 `last-superuser`)."""
     return _user_response(await admin_service.update_user(session, actor, user_id, data, if_match))
 
 
@@ -152,11 +153,14 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(ForbiddenError, NotFoundError, PreconditionFailedError),
+    responses=problem_responses(
+        ForbiddenError, NotFoundError, LastSuperuserError, PreconditionFailedError
+    ),
 )
 async def delete_user(
     user_id: UserId, actor: UsersDelete, session: SessionDep, if_match: IfMatchHeader = None
 ) -> None:
+    """The last active superuser cannot be deleted (409 `last-superuser`)."""
     await admin_service.delete_user(session, actor, user_id, if_match)
 
 
