@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, RowMapping, Select, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from backoffice.auth.errors import LastSuperuserError
 from backoffice.auth.models import Role, User
 from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
 from backoffice.auth.repository import RoleRepository, UserRepository
@@ -64,6 +65,17 @@ async def _ensure_outranks(session: AsyncSession, actor: Principal, target: User
     _ensure_holds(actor, _grant_permissions(grants), "manage an account with")
 
 
+async def _keep_an_active_superuser(session: AsyncSession, user: User) -> None:
+    """Removing `user` (demoting, deactivating or deleting it) must leave an active superuser,
+    or nobody could ever manage superusers again. Decided on the locked rows, not on what was
+    read earlier: two superusers removing each other at the same moment are serialized here,
+    and the second one finds itself the last (409)."""
+    active = await UserRepository(session).lock_active_superusers()
+    if user.id in active and len(active) == 1:
+        log.info("user.last_superuser_kept", user_id=user.id)
+        raise LastSuperuserError
+
+
 # --- users ----------------------------------------------------------------------------------
 
 
@@ -110,6 +122,10 @@ async def update_user(
     if not changes:
         return user
     await _ensure_outranks(session, actor, user)
+    if user.is_superuser and (
+        changes.get("is_superuser") is False or changes.get("is_active") is False
+    ):
+        await _keep_an_active_superuser(session, user)
     user = await UserRepository(session).update(user, changes)
     if changes.get("is_active") is False:
         await revoke_all_sessions(session, user)
@@ -132,6 +148,8 @@ async def delete_user(
     if user.is_superuser and not actor.is_superuser:
         raise ForbiddenError("Only a superuser can delete a superuser.")
     await _ensure_outranks(session, actor, user)
+    if user.is_superuser:
+        await _keep_an_active_superuser(session, user)
     await UserRepository(session).delete(user)
     log.info("user.deleted", user_id=user_id)
 

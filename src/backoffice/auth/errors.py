@@ -1,6 +1,6 @@
 from http import HTTPStatus
 
-from backoffice.core.errors import DomainError
+from backoffice.core.errors import ConflictError, DomainError
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
 _INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -56,6 +56,15 @@ class WrongCurrentPasswordError(DomainError):
 
     def __init__(self) -> None:
         super().__init__("The current password is incorrect.")
+
+
+class LastSuperuserError(ConflictError):
+    slug = "last-superuser"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This would leave no active superuser: make another user a superuser first."
+        )
 
 
 class RateLimitedError(DomainError):

@@ -102,6 +102,19 @@ class UserRepository(BaseRepository[User]):
             .values(failed_login_count=0, locked_until=None, updated_at=_users.c.updated_at)
         )
 
+    async def lock_active_superusers(self) -> list[int]:
+        """The active superusers' ids, their rows locked until the transaction ends. In id
+        order, so two transactions taking these locks queue rather than deadlock; the one that
+        waits then sees the rows as the other committed them (READ COMMITTED re-checks a locked
+        row's WHERE), so a superuser removed meanwhile is no longer counted."""
+        result = await self.session.scalars(
+            select(_users.c.id)
+            .where(_users.c.is_superuser, _users.c.is_active)
+            .order_by(_users.c.id)
+            .with_for_update()
+        )
+        return list(result)
+
     async def get_by_email(self, email: str) -> User | None:
         return await self.get_one_or_none(
             select(User).where(func.lower(_users.c.email) == email.lower())

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 
 from backoffice.auth import admin_service, service
 from backoffice.auth.dependencies import CurrentPrincipal, PermissionChecker, SettingsDep
-from backoffice.auth.errors import AuthenticationError
+from backoffice.auth.errors import AuthenticationError, LastSuperuserError
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.schemas import (
     MeUpdate,
@@ -140,7 +140,7 @@ async def get_user(
     "/{user_id}",
     response_model=UserRead,
     responses=problem_responses(
-        ForbiddenError, NotFoundError, ConflictError, PreconditionFailedError
+        ForbiddenError, NotFoundError, ConflictError, LastSuperuserError, PreconditionFailedError
     ),
 )
 async def update_user(
@@ -151,7 +151,8 @@ async def update_user(
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Deactivating a user ends all their sessions. Only a superuser can touch `is_superuser`
-    or a superuser's account; nobody can change their own status."""
+    or a superuser's account; nobody can change their own status. The last active superuser
+    cannot be demoted or deactivated (409 `last-superuser`)."""
     return _user_response(await admin_service.update_user(session, actor, user_id, data, if_match))
 
 
@@ -159,14 +160,15 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    # 409: tasks still refer to the user (deactivate them instead).
+    # 409: the last active superuser, or a user that tasks still refer to (deactivate instead).
     responses=problem_responses(
-        ForbiddenError, NotFoundError, ConflictError, PreconditionFailedError
+        ForbiddenError, NotFoundError, LastSuperuserError, PreconditionFailedError
     ),
 )
 async def delete_user(
     user_id: UserId, actor: UsersDelete, session: SessionDep, if_match: IfMatchHeader = None
 ) -> None:
+    """The last active superuser cannot be deleted (409 `last-superuser`)."""
     await admin_service.delete_user(session, actor, user_id, if_match)
 
 

@@ -42,8 +42,10 @@ async def list_tasks(
     caller: TasksRead, session: ReadSessionDep, query: Annotated[TaskListQuery, Query()]
 ) -> Response:
     """Tasks with their assignee, customer and product, newest first unless `sort` says
-    otherwise, one keyset page at a time. `status` and `priority` may repeat."""
-    page = await service.list_tasks(session, query, caller.id)
+    otherwise, one keyset page at a time. `status` and `priority` may repeat. The assignee,
+    customer and product summaries are shown to callers who may read those modules; others
+    get null and the id."""
+    page = await service.list_tasks(session, query, caller.id, service.visible_modules(caller))
     return page.to_response()
 
 
@@ -58,8 +60,11 @@ async def list_customer_tasks(
     session: ReadSessionDep,
     query: Annotated[CustomerTaskListQuery, Query()],
 ) -> Response:
-    """The customer's tasks, with the same filters and sorts as `GET /tasks`."""
-    page = await service.list_customer_tasks(session, customer_id, query, caller.id)
+    """The customer's tasks, with the same filters and sorts as `GET /tasks`. A missing
+    customer is a 404 for callers who may read customers, an empty page for others."""
+    page = await service.list_customer_tasks(
+        session, customer_id, query, caller.id, service.visible_modules(caller)
+    )
     return page.to_response()
 
 
@@ -73,8 +78,9 @@ async def create_task(
     data: TaskCreate, caller: TasksCreate, session: SessionDep, request: Request
 ) -> Response:
     """Create a task in status `todo`, created by the caller. The assignee (an active user),
-    customer and product must exist: a 422 names each one that does not."""
-    task = await service.create_task(session, data, caller.id)
+    customer and product must exist: a 422 names each one that does not, with the reason
+    only if the caller may read that module (else one answer for every reason)."""
+    task = await service.create_task(session, data, caller.id, service.visible_modules(caller))
     location = request.app.url_path_for("get_task", task_id=task.id)
     return versioned_response(
         task, task.version, status_code=status.HTTP_201_CREATED, headers={"Location": location}
@@ -92,9 +98,12 @@ async def create_task(
     },
 )
 async def get_task(
-    task_id: TaskId, _: TasksRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
+    task_id: TaskId,
+    caller: TasksRead,
+    session: ReadSessionDep,
+    if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
-    task = await service.get_task(session, task_id)
+    task = await service.get_task(session, task_id, service.visible_modules(caller))
     return versioned_response(task, task.version, if_none_match=if_none_match)
 
 
@@ -108,14 +117,16 @@ async def get_task(
 async def update_task(
     task_id: TaskId,
     data: TaskUpdate,
-    _: TasksUpdate,
+    caller: TasksUpdate,
     session: SessionDep,
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Change the fields sent. A status change must follow the transition table (else 409,
     naming the allowed ones); `done` sets `completed_at`, reopening clears it. With
     `If-Match`, a stale ETag is a 412 and nothing changes."""
-    task = await service.update_task(session, task_id, data, if_match)
+    task = await service.update_task(
+        session, task_id, data, if_match, service.visible_modules(caller)
+    )
     return versioned_response(task, task.version)
 
 

@@ -1,19 +1,35 @@
 """Task use cases. Raise domain errors; never commit (the request owns the transaction).
 
 Every read of tasks, one or a page, is one statement that joins the assignee, customer and
-product summaries in: a page costs the same number of queries whatever its size.
+product summaries in: a page costs the same number of queries whatever its size. A summary is
+shown only to a caller who may read its module (`visible_modules`); anyone else sees the id.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Label, RowMapping, Select, and_, inspect, not_, select, true
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Label,
+    RowMapping,
+    Select,
+    and_,
+    inspect,
+    not_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from backoffice.auth.models import User
+from backoffice.auth.permissions import Action, Module
+from backoffice.auth.service import Principal
 from backoffice.core.conditional import check_if_match
 from backoffice.core.errors import FieldError, InvalidInputError
 from backoffice.core.pagination import KeysetOrder, Page, keyset_orders
@@ -30,15 +46,12 @@ from backoffice.tasks.rules import (
     completed_at_for,
 )
 from backoffice.tasks.schemas import (
-    CustomerSummary,
     CustomerTaskListQuery,
-    ProductSummary,
     TaskCreate,
     TaskListQuery,
     TaskRead,
     TaskSort,
     TaskUpdate,
-    UserSummary,
 )
 
 log = structlog.get_logger(__name__)
@@ -62,72 +75,84 @@ SORT_ORDERS: dict[TaskSort, KeysetOrder] = {
     ),
 }
 
-_READ: Select[Any] = (
-    select(
-        *_columns,
-        col(User.email).label("assignee_email"),
-        col(User.full_name).label("assignee_full_name"),
-        col(Customer.name).label("customer_name"),
-        col(Customer.company).label("customer_company"),
-        col(Product.sku).label("product_sku"),
-        col(Product.name).label("product_name"),
-    )
-    .outerjoin(User, col(User.id) == col(Task.assignee_id))
-    .outerjoin(Customer, col(Customer.id) == col(Task.customer_id))
-    .outerjoin(Product, col(Product.id) == col(Task.product_id))
-)
 
-# Each reference a task can hold: the entity's name and a probe that is NULL when the row does
-# not exist and otherwise whether it may be referred to (only an active user can be assigned).
-_REFERENCES: Mapping[str, tuple[str, Callable[[int], Select[Any]]]] = {
-    "assignee_id": (
-        "User",
-        lambda user_id: select(col(User.is_active)).where(col(User.id) == user_id),
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """A reference a task can hold: the module that guards the referenced rows, the columns
+    of its summary, and which existing rows may be referred to (only an active user can be
+    assigned)."""
+
+    module: Module
+    model: type[SQLModel]
+    summary: tuple[str, ...]
+    usable: ColumnElement[bool]
+    refused: str  # the one reason a caller who cannot read the module is given
+
+    @property
+    def entity(self) -> str:
+        return self.model.__name__
+
+    def column(self, name: str) -> Column[Any]:
+        column: Column[Any] = inspect(self.model).columns[name]
+        return column
+
+
+_REFERENCES: Mapping[str, _Reference] = {
+    "assignee_id": _Reference(
+        Module.USERS,
+        User,
+        ("email", "full_name"),
+        col(User.is_active).is_(True),
+        "cannot be assigned",
     ),
-    "customer_id": ("Customer", lambda id_: select(true()).where(col(Customer.id) == id_)),
-    "product_id": ("Product", lambda id_: select(true()).where(col(Product.id) == id_)),
+    "customer_id": _Reference(
+        Module.CUSTOMERS, Customer, ("name", "company"), true(), "cannot be referred to"
+    ),
+    "product_id": _Reference(
+        Module.PRODUCTS, Product, ("sku", "name"), true(), "cannot be referred to"
+    ),
 }
+REFERENCE_MODULES = frozenset(reference.module for reference in _REFERENCES.values())
 
 
-def _summary[S: UserSummary | CustomerSummary | ProductSummary](
-    summary: type[S], entity_id: int | None, **fields: Any
-) -> S | None:
-    return None if entity_id is None else summary(id=entity_id, **fields)
+def visible_modules(principal: Principal) -> frozenset[Module]:
+    """The referenced modules whose details the caller may see in a task: those it may read.
+    Of any other reference a task shows only the id."""
+    return frozenset(module for module in REFERENCE_MODULES if principal.can(module, Action.READ))
 
 
-def task_read(row: RowMapping) -> TaskRead:
-    return TaskRead(
-        id=row["id"],
-        title=row["title"],
-        description=row["description"],
-        status=row["status"],
-        allowed_transitions=sorted(TRANSITIONS[row["status"]], key=list(TRANSITIONS).index),
-        priority=row["priority"],
-        due_date=row["due_date"],
-        assignee_id=row["assignee_id"],
-        assignee=_summary(
-            UserSummary,
-            row["assignee_id"],
-            email=row["assignee_email"],
-            full_name=row["assignee_full_name"],
-        ),
-        customer_id=row["customer_id"],
-        customer=_summary(
-            CustomerSummary,
-            row["customer_id"],
-            name=row["customer_name"],
-            company=row["customer_company"],
-        ),
-        product_id=row["product_id"],
-        product=_summary(
-            ProductSummary, row["product_id"], sku=row["product_sku"], name=row["product_name"]
-        ),
-        created_by=row["created_by"],
-        completed_at=row["completed_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-    )
+def _label(field: str, name: str) -> str:
+    return f"{field.removesuffix('_id')}_{name}"
+
+
+@cache
+def _read_statement(visible: frozenset[Module]) -> Select[Any]:
+    """Tasks with the summaries the caller may see joined in: one statement whatever the page
+    size. A module the caller cannot read is not even joined, so its rows never leave the
+    database for this caller."""
+    statement = select(*_columns)
+    for field, reference in _REFERENCES.items():
+        if reference.module in visible:
+            labelled = (
+                reference.column(name).label(_label(field, name)) for name in reference.summary
+            )
+            statement = statement.add_columns(*labelled).outerjoin(
+                reference.model, reference.column("id") == _columns[field]
+            )
+    return statement
+
+
+def _summary(row: RowMapping, field: str, visible: frozenset[Module]) -> dict[str, Any] | None:
+    reference = _REFERENCES[field]
+    if row[field] is None or reference.module not in visible:
+        return None
+    return {"id": row[field]} | {name: row[_label(field, name)] for name in reference.summary}
+
+
+def task_read(row: RowMapping, visible: frozenset[Module]) -> TaskRead:
+    summaries = {field.removesuffix("_id"): _summary(row, field, visible) for field in _REFERENCES}
+    allowed = sorted(TRANSITIONS[row["status"]], key=list(TRANSITIONS).index)
+    return TaskRead.model_validate({**row, "allowed_transitions": allowed, **summaries})
 
 
 def _filters(
@@ -159,35 +184,55 @@ def _filters(
     return conditions
 
 
-async def _read(session: AsyncSession, task_id: int) -> TaskRead:
-    result = await session.execute(_READ.where(_task_id == task_id))
+async def _read(session: AsyncSession, task_id: int, visible: frozenset[Module]) -> TaskRead:
+    result = await session.execute(_read_statement(visible).where(_task_id == task_id))
     row = result.mappings().one_or_none()
     if row is None:
         raise TaskRepository(session).not_found(task_id)
-    return task_read(row)
+    return task_read(row, visible)
 
 
-async def _check_references(session: AsyncSession, changes: Mapping[str, Any]) -> None:
+def _reference_error(
+    field: str, entity_id: int, usable: bool | None, visible: frozenset[Module]
+) -> FieldError:
+    """Why a reference is refused. A caller who may read the module learns the precise reason;
+    any other caller gets one answer for every reason, so that it cannot probe which ids exist
+    or which users are active."""
+    reference = _REFERENCES[field]
+    if reference.module not in visible:
+        message, kind = f"{reference.entity} {entity_id} {reference.refused}.", "invalid_reference"
+    elif usable is None:
+        message, kind = f"{reference.entity} {entity_id} does not exist.", "reference_not_found"
+    else:
+        message, kind = (
+            f"{reference.entity} {entity_id} is inactive and cannot be assigned.",
+            "inactive",
+        )
+    return FieldError(field=f"body.{field}", message=message, type=kind)
+
+
+async def _check_references(
+    session: AsyncSession, changes: Mapping[str, Any], visible: frozenset[Module]
+) -> None:
     """Every reference being set must exist (and an assignee be active): one query for all,
     and one 422 naming each offending field."""
     wanted = {field: changes[field] for field in _REFERENCES if changes.get(field) is not None}
     if not wanted:
         return
     probes = [
-        _REFERENCES[field][1](entity_id).scalar_subquery().label(field)
+        select(_REFERENCES[field].usable)
+        .where(_REFERENCES[field].column("id") == entity_id)
+        .scalar_subquery()
+        .label(field)
         for field, entity_id in wanted.items()
     ]
+    # NULL when the row does not exist, else whether it may be referred to.
     found = (await session.execute(select(*probes))).mappings().one()
-    errors: list[FieldError] = []
-    for field, entity_id in wanted.items():
-        entity = _REFERENCES[field][0]
-        if found[field] is None:
-            message, kind = f"{entity} {entity_id} does not exist.", "reference_not_found"
-        elif found[field] is False:
-            message, kind = f"{entity} {entity_id} is inactive and cannot be assigned.", "inactive"
-        else:
-            continue
-        errors.append(FieldError(field=f"body.{field}", message=message, type=kind))
+    errors = [
+        _reference_error(field, entity_id, found[field], visible)
+        for field, entity_id in wanted.items()
+        if not found[field]
+    ]
     if errors:
         raise InvalidInputError(
             " ".join(f"{error.field.removeprefix('body.')}: {error.message}" for error in errors),
@@ -195,62 +240,77 @@ async def _check_references(session: AsyncSession, changes: Mapping[str, Any]) -
         )
 
 
-async def get_task(session: AsyncSession, task_id: int) -> TaskRead:
-    return await _read(session, task_id)
+async def get_task(session: AsyncSession, task_id: int, visible: frozenset[Module]) -> TaskRead:
+    return await _read(session, task_id, visible)
 
 
 async def list_tasks(
     session: AsyncSession,
     query: CustomerTaskListQuery,
     caller_id: int,
+    visible: frozenset[Module],
     customer_id: int | None = None,
 ) -> Page[TaskRead]:
     if isinstance(query, TaskListQuery) and query.customer_id is not None:
         customer_id = query.customer_id
     order = SORT_ORDERS[query.sort]
     today = datetime.now(UTC).date()
-    statement = _READ.where(*_filters(query, caller_id, today, customer_id))
+    statement = _read_statement(visible).where(*_filters(query, caller_id, today, customer_id))
     if isinstance(order.key, Label):  # a computed sort key must be selected to be read back
         statement = statement.add_columns(order.key)
     rows, cursor = await TaskRepository(session).paginate(
         statement, order, query.cursor, query.limit
     )
-    return Page[TaskRead](items=[task_read(row) for row in rows], next_cursor=cursor)
+    items = [task_read(row, visible) for row in rows]
+    return Page[TaskRead](items=items, next_cursor=cursor)
 
 
 async def list_customer_tasks(
-    session: AsyncSession, customer_id: int, query: CustomerTaskListQuery, caller_id: int
+    session: AsyncSession,
+    customer_id: int,
+    query: CustomerTaskListQuery,
+    caller_id: int,
+    visible: frozenset[Module],
 ) -> Page[TaskRead]:
-    await CustomerRepository(session).get_existing_row(customer_id)
-    return await list_tasks(session, query, caller_id, customer_id)
+    # Only a caller who may read customers learns that one does not exist; to anyone else a
+    # missing customer has no tasks, as `GET /tasks?customer_id=` already answers.
+    if Module.CUSTOMERS in visible:
+        await CustomerRepository(session).get_existing_row(customer_id)
+    return await list_tasks(session, query, caller_id, visible, customer_id)
 
 
-async def create_task(session: AsyncSession, data: TaskCreate, creator_id: int) -> TaskRead:
+async def create_task(
+    session: AsyncSession, data: TaskCreate, creator_id: int, visible: frozenset[Module]
+) -> TaskRead:
     fields = data.model_dump()
-    await _check_references(session, fields)
+    await _check_references(session, fields, visible)
     task = await TaskRepository(session).create(Task(**fields, created_by=creator_id))
     assert task.id is not None  # noqa: S101  # flushed, so the identity column is set
     log.info("task.created", task_id=task.id)
-    return await _read(session, task.id)
+    return await _read(session, task.id, visible)
 
 
 async def update_task(
-    session: AsyncSession, task_id: int, data: TaskUpdate, if_match: str | None
+    session: AsyncSession,
+    task_id: int,
+    data: TaskUpdate,
+    if_match: str | None,
+    visible: frozenset[Module],
 ) -> TaskRead:
     repository = TaskRepository(session)
     task = await repository.get_existing(task_id)
     check_if_match(if_match, task.version)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
-        return await _read(session, task_id)
+        return await _read(session, task_id, visible)
     target = changes.get("status")
     if target is not None and target != task.status:
         check_transition(task.status, target)
         changes["completed_at"] = completed_at_for(target, task.completed_at, datetime.now(UTC))
-    await _check_references(session, changes)
+    await _check_references(session, changes, visible)
     await repository.update(task, changes)
     log.info("task.updated", task_id=task_id, fields=sorted(changes))
-    return await _read(session, task_id)
+    return await _read(session, task_id, visible)
 
 
 async def delete_task(session: AsyncSession, task_id: int, if_match: str | None) -> None:
