@@ -200,7 +200,10 @@ async def login(
     users = UserRepository(session)
     user = await users.get_by_id(attempt.user_id)
     # Re-read after argon2: a password changed or an account disabled meanwhile wins.
-    if user is None or user.hashed_password != attempt.hashed_password or not user.is_active:
+    if user is None or user.hashed_password != attempt.hashed_password:
+        log.info("auth.login_failed", reason="password changed", user_id=attempt.user_id)
+        raise InvalidCredentialsError
+    if not user.is_active:
         log.info("auth.login_failed", reason="account disabled", user_id=attempt.user_id)
         raise InvalidCredentialsError
     await users.reset_login_failures(attempt.user_id)
@@ -273,12 +276,14 @@ async def change_password(
     if not matches:
         _log_wrong_password(attempt)
         raise WrongCurrentPasswordError
+    # Hashed before the request's transaction starts: no connection or row lock held meanwhile.
+    new_hash = await guard.hasher.hash(new_password)
     users = UserRepository(session)
     user = await users.get_by_id(principal.id)
     if user is None or user.hashed_password != attempt.hashed_password:
         raise WrongCurrentPasswordError  # changed meanwhile by a concurrent request
     await users.reset_login_failures(principal.id)
-    await users.update(user, {"hashed_password": await guard.hasher.hash(new_password)})
+    await users.update(user, {"hashed_password": new_hash})
     await revoke_all_sessions(session, user)
     log.info("auth.password_changed", user_id=user.id)
     return await start_session(session, guard.settings, user)
@@ -287,7 +292,7 @@ async def change_password(
 async def unlock_account(session: AsyncSession, user_id: int) -> bool:
     """Clear the lockout (failure count and lock) of an account; whether it had any."""
     cleared = await UserRepository(session).reset_login_failures(user_id)
-    log.info("auth.account_unlocked", user_id=user_id, was_locked=cleared)
+    log.info("auth.account_unlocked", user_id=user_id, cleared=cleared)
     return cleared
 
 
