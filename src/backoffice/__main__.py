@@ -1,4 +1,4 @@
-"""Command line: `python -m backoffice {run,serve,migrate}`.
+"""Command line: `python -m backoffice {run,serve,migrate,unlock-user}`.
 
 `run` and `serve` prepare the database first (starting the embedded PostgreSQL and applying
 migrations when DATABASE_URL is unset), then hand the resolved URL to uvicorn's workers.
@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from backoffice.auth.bootstrap import ensure_defaults
+from backoffice.auth.service import unlock_account_by_email
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, resolve_database_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
@@ -49,19 +50,27 @@ def _prepare_database(*, migrate: bool) -> str:
     return url
 
 
+def server_options(**options: Any) -> dict[str, Any]:
+    """uvicorn's options for `run` and `serve` alike, then the command's own. Client IPs come
+    from TRUSTED_PROXIES only (core/network.py): uvicorn's proxy_headers, on by default,
+    would believe X-Forwarded-For from 127.0.0.1 whatever TRUSTED_PROXIES says."""
+    settings = get_settings()
+    return {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "proxy_headers": False,
+        "server_header": False,
+        **options,
+    }
+
+
 def _start_server(**options: Any) -> None:
     """Prepare the database, then serve the app with uvloop and httptools."""
-    settings = get_settings()
-    _prepare_database(migrate=settings.database_url is None)
-    uvicorn.run(
-        APP,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        **options,
-    )
+    _prepare_database(migrate=get_settings().database_url is None)
+    uvicorn.run(APP, **server_options(**options))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -95,14 +104,31 @@ def _serve(_: argparse.Namespace) -> None:
         _start_server(
             workers=workers,
             access_log=False,
-            proxy_headers=False,  # client IPs come from TRUSTED_PROXIES (core/network.py)
-            server_header=False,
             timeout_graceful_shutdown=30,
         )
 
 
 def _migrate(_: argparse.Namespace) -> None:
     _prepare_database(migrate=True)
+
+
+async def _unlock(url: str, email: str) -> int | None:
+    database = Database.connect(url, get_settings())
+    try:
+        async with database.sessions.begin() as session:
+            return await unlock_account_by_email(session, email)
+    finally:
+        await database.dispose()
+
+
+def _unlock_user(args: argparse.Namespace) -> None:
+    """For when no administrator can log in to `DELETE /api/v1/users/{id}/lock`, e.g. the
+    only superuser locked out by someone guessing at its email."""
+    url = resolve_database_url(get_settings())
+    user_id = asyncio.run(_unlock(url, args.email))
+    if user_id is None:
+        raise SystemExit(f"no user with email {args.email!r}")
+    print(f"unlocked user {user_id} ({args.email}): failed logins reset, lock cleared")
 
 
 def main() -> None:
@@ -117,6 +143,11 @@ def main() -> None:
     commands.add_parser(
         "migrate", help="apply pending migrations without the Atlas CLI"
     ).set_defaults(handler=_migrate)
+    unlock = commands.add_parser(
+        "unlock-user", help="clear the failed-login lock of an account (when no admin can log in)"
+    )
+    unlock.add_argument("email", help="the account's email (any case)")
+    unlock.set_defaults(handler=_unlock_user)
     args = parser.parse_args()
     args.handler(args)
 

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.models import User
+from backoffice.auth.tokens import create_access_token
 from backoffice.core.config import Settings
 from tests.auth.conftest import ME, REFRESH, bearer
 from tests.conftest import TEST_PASSWORD, tokens_for
@@ -204,3 +206,24 @@ async def test_revoked_jti_is_rejected_even_if_the_session_lives_on(
     await session.commit()
 
     await assert_rejected(anonymous_client, token)
+
+
+async def test_a_token_carrying_another_users_live_session_is_rejected(
+    anonymous_client: AsyncClient, session: AsyncSession, settings: Settings, member: User
+) -> None:
+    """A session id proves a login of the token's own user, not merely some live login."""
+    from tests.conftest import create_user
+
+    other = await create_user(session, email="other-session@example.com")
+    other_claims = await valid_claims(session, settings, other)
+    own_claims = await valid_claims(session, settings, member)
+    assert member.id is not None
+    borrowed = create_access_token(
+        settings,
+        user_id=member.id,
+        token_version=own_claims["ver"],
+        session_id=uuid.UUID(other_claims["sid"]),
+    )
+    assert (await anonymous_client.get(ME, headers=bearer(sign(settings, other_claims)))).is_success
+
+    await assert_rejected(anonymous_client, borrowed.token)

@@ -30,6 +30,7 @@ USER_FIELDS = {
     "full_name",
     "is_active",
     "is_superuser",
+    "locked_until",
     "created_at",
     "updated_at",
     "version",

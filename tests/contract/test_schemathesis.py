@@ -63,6 +63,7 @@ def _schemathesis(base_url: str, password: str, report: Path) -> subprocess.Comp
         text=True,
         timeout=RUN_TIMEOUT_S,
         env=environment,
+        cwd=report.parent,  # its `.schemathesis` cache stays out of the work tree
         check=False,
     )
 

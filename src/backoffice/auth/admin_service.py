@@ -27,7 +27,7 @@ from backoffice.auth.schemas import (
     UserSort,
     UserUpdate,
 )
-from backoffice.auth.service import Principal, revoke_all_sessions
+from backoffice.auth.service import Principal, revoke_all_sessions, unlock_account
 from backoffice.auth.tokens import hash_password
 from backoffice.core.conditional import check_if_match
 from backoffice.core.errors import ForbiddenError, InvalidInputError
@@ -152,6 +152,18 @@ async def delete_user(
         await _keep_an_active_superuser(session, user)
     await UserRepository(session).delete(user)
     log.info("user.deleted", user_id=user_id)
+
+
+async def unlock_user(
+    session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
+) -> None:
+    """Clear the lockout of an account, under the rules of any other change to it."""
+    user = await UserRepository(session).get_existing(user_id)
+    check_if_match(if_match, user.version)
+    if user.is_superuser and not actor.is_superuser:
+        raise ForbiddenError("Only a superuser can unlock a superuser.")
+    await _ensure_outranks(session, actor, user)
+    await unlock_account(session, user_id)
 
 
 async def set_user_roles(

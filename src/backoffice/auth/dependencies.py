@@ -8,10 +8,13 @@ from fastapi.security import OAuth2PasswordBearer
 from backoffice.auth import service
 from backoffice.auth.errors import MissingAccessTokenError
 from backoffice.auth.permissions import Action, Module
-from backoffice.auth.service import Principal
+from backoffice.auth.rate_limit import client_key
+from backoffice.auth.service import PasswordGuard, Principal
+from backoffice.auth.tokens import PasswordHasher
 from backoffice.core.config import Settings
 from backoffice.core.database import database_of
 from backoffice.core.errors import ForbiddenError
+from backoffice.core.network import client_ip
 
 LOGIN_PATH = "/api/v1/auth/sessions"
 
@@ -27,6 +30,26 @@ async def get_settings_of(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_of)]
+
+
+async def get_password_guard(request: Request, settings: SettingsDep) -> PasswordGuard:
+    hasher: PasswordHasher = request.app.state.password_hasher
+    return PasswordGuard(database_of(request).sessions, settings, hasher)
+
+
+# For routes that check a password: lockout bookkeeping and the app's capped argon2.
+PasswordGuardDep = Annotated[PasswordGuard, Depends(get_password_guard)]
+
+
+async def get_client_key(request: Request, settings: SettingsDep) -> str:
+    """Who the caller is for rate limits: its address (behind TRUSTED_PROXIES, the forwarded
+    one), an IPv6 address by its /64."""
+    peer = request.client.host if request.client else None
+    forwarded_for = request.headers.get("x-forwarded-for")
+    return client_key(client_ip(peer, forwarded_for, settings.trusted_proxies))
+
+
+ClientKey = Annotated[str, Depends(get_client_key)]
 
 
 async def get_current_principal(

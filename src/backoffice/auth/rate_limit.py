@@ -1,9 +1,11 @@
-"""Login attempts per client IP, through the `limits` library: in process memory by default,
-in Redis when RATE_LIMIT_STORAGE_URL is set (one limit shared by every worker and host)."""
+"""Login and password-change attempts per client, through the `limits` library: in process
+memory by default, in Redis when RATE_LIMIT_STORAGE_URL is set (one limit shared by every
+worker and host)."""
 
 import math
 import time
 from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network, ip_address
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -32,6 +34,27 @@ class RateLimitState:
         return headers
 
 
+# An IPv6 subscriber is usually handed a whole /64: counting its addresses apart would give
+# one client 2**64 budgets.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(address: str | None) -> str:
+    """What a client is counted under: its IPv4 address, or the /64 network of its IPv6 one
+    (an IPv4-mapped IPv6 address counts as the IPv4 address it carries)."""
+    if address is None:
+        return "unknown"
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return "unknown"
+    if isinstance(parsed, IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
+
+
 def _storage(url: str | None) -> Storage:
     if url is None:
         return MemoryStorage()
@@ -50,6 +73,10 @@ class RateLimiter:
     @classmethod
     def for_login(cls, settings: Settings) -> "RateLimiter":
         return cls(settings.login_rate_limit, settings.rate_limit_storage_url, "login")
+
+    @classmethod
+    def for_password_change(cls, settings: Settings) -> "RateLimiter":
+        return cls(settings.password_change_rate_limit, settings.rate_limit_storage_url, "password")
 
     async def hit(self, key: str) -> RateLimitState:
         allowed = await self.strategy.hit(self.item, self.namespace, key)

@@ -1,9 +1,11 @@
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    ColumnElement,
     RowMapping,
     Select,
     and_,
@@ -14,6 +16,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -43,6 +46,8 @@ _PRINCIPAL: Select[Any] = select(
     exists()
     .where(
         _refresh.c.family_id == bindparam("session_id"),
+        # A session id from the token of another user proves nothing about this one.
+        _refresh.c.user_id == _users.c.id,
         _refresh.c.revoked_at.is_(None),
         _refresh.c.expires_at > func.now(),
     )
@@ -60,6 +65,27 @@ _PRINCIPAL: Select[Any] = select(
 ).where(_users.c.id == bindparam("user_id"))
 
 
+def account_with_email(email: str) -> ColumnElement[bool]:
+    matches: ColumnElement[bool] = func.lower(_users.c.email) == email.lower()
+    return matches
+
+
+def account_with_id(user_id: int) -> ColumnElement[bool]:
+    matches: ColumnElement[bool] = _users.c.id == user_id
+    return matches
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordAttempt:
+    """A booked password guess: what checking it needs, and whether booking it locked the
+    account (then a wrong password is the last one allowed for a while)."""
+
+    user_id: int
+    hashed_password: str
+    is_active: bool
+    locked_until: datetime | None
+
+
 class UserRepository(BaseRepository[User]):
     model = User
     constraint_errors: ClassVar[Mapping[str, DomainError]] = {
@@ -75,32 +101,53 @@ class UserRepository(BaseRepository[User]):
         row: RowMapping | None = result.mappings().one_or_none()
         return row
 
-    async def record_login_failure(
-        self, user_id: int, max_failures: int, lockout: timedelta
-    ) -> datetime | None:
-        """Count a failed login in one atomic UPDATE, so concurrent failures all count, and
-        lock the account on the last allowed one; returns the lock's end if this failure set it.
+    async def reserve_password_attempt(
+        self, account: ColumnElement[bool], max_failures: int, lockout: timedelta
+    ) -> PasswordAttempt | None:
+        """Book one password guess for the account before it is checked: one atomic UPDATE
+        that clears an expired lock, refuses a locked account (None), counts the guess as a
+        failure and locks the account when the count reaches `max_failures`. Concurrent
+        guesses serialize on the row, so at most `max_failures` of them are ever checked per
+        lockout; a right password undoes its booking with `reset_login_failures`.
         Bookkeeping, not an edit: the user's version (ETag) and updated_at stay as they are."""
-        locking = _users.c.failed_login_count + 1 >= max_failures
+        expired = and_(_users.c.locked_until.is_not(None), _users.c.locked_until <= func.now())
+        count = case((expired, 0), else_=_users.c.failed_login_count) + 1
         result = await self.session.execute(
             update(_users)
-            .where(_users.c.id == user_id)
+            .where(account, or_(_users.c.locked_until.is_(None), expired))
             .values(
-                failed_login_count=case((locking, 0), else_=_users.c.failed_login_count + 1),
-                locked_until=case((locking, func.now() + lockout), else_=_users.c.locked_until),
+                failed_login_count=count,
+                locked_until=case((count >= max_failures, func.now() + lockout), else_=None),
                 updated_at=_users.c.updated_at,
             )
-            .returning(_users.c.failed_login_count, _users.c.locked_until)
+            .returning(
+                _users.c.id,
+                _users.c.hashed_password,
+                _users.c.is_active,
+                _users.c.locked_until,
+            )
         )
-        count, locked_until = result.one()
-        return locked_until if count == 0 else None
+        row = result.one_or_none()
+        return None if row is None else PasswordAttempt(*row)
 
-    async def reset_login_failures(self, user_id: int) -> None:
-        await self.session.execute(
+    async def is_locked(self, account: ColumnElement[bool]) -> bool:
+        """Whether the account exists and is locked now (to say so in the log)."""
+        locked = await self.session.scalar(
+            select(literal(True)).where(account, _users.c.locked_until > func.now())
+        )
+        return bool(locked)
+
+    async def reset_login_failures(self, user_id: int) -> bool:
+        """Clear the failure count and any lock; whether there was anything to clear."""
+        result = await self.session.execute(
             update(_users)
-            .where(_users.c.id == user_id)
+            .where(
+                _users.c.id == user_id,
+                or_(_users.c.failed_login_count != 0, _users.c.locked_until.is_not(None)),
+            )
             .values(failed_login_count=0, locked_until=None, updated_at=_users.c.updated_at)
         )
+        return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for UPDATE
 
     async def lock_active_superusers(self) -> list[int]:
         """The active superusers' ids, their rows locked until the transaction ends. In id
@@ -116,9 +163,7 @@ class UserRepository(BaseRepository[User]):
         return list(result)
 
     async def get_by_email(self, email: str) -> User | None:
-        return await self.get_one_or_none(
-            select(User).where(func.lower(_users.c.email) == email.lower())
-        )
+        return await self.get_one_or_none(select(User).where(account_with_email(email)))
 
     async def grants_of(self, user_id: int) -> list[tuple[str, list[str]]]:
         result = await self.session.execute(

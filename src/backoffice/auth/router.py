@@ -1,5 +1,6 @@
 """Sessions and tokens: `/auth/sessions` (login, logout) and `/auth/tokens` (refresh)."""
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import structlog
@@ -7,13 +8,17 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backoffice.auth import service
-from backoffice.auth.dependencies import CurrentPrincipal, SettingsDep
+from backoffice.auth.dependencies import (
+    ClientKey,
+    CurrentPrincipal,
+    PasswordGuardDep,
+    SettingsDep,
+)
 from backoffice.auth.errors import AuthenticationError, RateLimitedError
 from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
 from backoffice.core.database import SessionDep
 from backoffice.core.errors import problem_responses
-from backoffice.core.network import client_ip
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 log = structlog.get_logger(__name__)
@@ -29,27 +34,52 @@ async def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter
     return limiter
 
 
-async def rate_limit_login(
-    request: Request,
-    limiter: Annotated[RateLimiter, Depends(_login_limiter)],
-    settings: SettingsDep,
+async def enforce_rate_limit(
+    limiter: RateLimiter, keys: Sequence[str], what: str
 ) -> RateLimitState | None:
-    """Count this attempt per client IP (behind TRUSTED_PROXIES, the forwarded one); 429 past
-    the limit. None when the limiter's storage is down: the account lockout still stands, and
-    logins keep working (fail open, logged)."""
-    peer = request.client.host if request.client else None
-    forwarded_for = request.headers.get("x-forwarded-for")
-    address = client_ip(peer, forwarded_for, settings.trusted_proxies) or "unknown"
+    """Count this attempt under each key; 429 past any key's limit, with the tightest key's
+    headers. None when the limiter's storage is down: the account lockout still stands, and
+    the route keeps working (fail open, logged)."""
     try:
-        state = await limiter.hit(address)
+        states = [await limiter.hit(key) for key in keys]
     except Exception:  # any storage failure (Redis down, timeout...)
         log.exception("auth.rate_limiter_unavailable")
         return None
-    if not state.allowed:
+    tightest = min(states, key=lambda state: (state.allowed, state.remaining))
+    if not tightest.allowed:
         raise RateLimitedError(
-            f"Too many login attempts; retry in {state.reset_after} s.", headers=state.headers
+            f"Too many {what}; retry in {tightest.reset_after} s.", headers=tightest.headers
         )
-    return state
+    return tightest
+
+
+async def rate_limit_login(
+    client: ClientKey, limiter: Annotated[RateLimiter, Depends(_login_limiter)]
+) -> RateLimitState | None:
+    """Count this attempt per client (behind TRUSTED_PROXIES, the forwarded address; an IPv6
+    client by its /64); 429 past the limit."""
+    return await enforce_rate_limit(limiter, [client], "login attempts")
+
+
+async def _password_change_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
+    state = request.app.state
+    if not hasattr(state, "password_change_limiter"):
+        state.password_change_limiter = RateLimiter.for_password_change(settings)
+    limiter: RateLimiter = state.password_change_limiter
+    return limiter
+
+
+async def rate_limit_password_change(
+    principal: CurrentPrincipal,
+    client: ClientKey,
+    limiter: Annotated[RateLimiter, Depends(_password_change_limiter)],
+) -> RateLimitState | None:
+    """`PUT /users/me/password` checks a password with argon2 like a login: counted per
+    client and per user (many clients sharing one stolen token still share one budget)."""
+    return await enforce_rate_limit(limiter, [client, f"user:{principal.id}"], "password changes")
+
+
+PasswordChangeRateLimit = Annotated[RateLimitState | None, Depends(rate_limit_password_change)]
 
 
 @router.post("/sessions", responses=problem_responses(AuthenticationError, RateLimitedError))
@@ -57,7 +87,7 @@ async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     rate_limit: Annotated[RateLimitState | None, Depends(rate_limit_login)],
     session: SessionDep,
-    settings: SettingsDep,
+    guard: PasswordGuardDep,
     response: Response,
 ) -> TokenPair:
     """Log in with the OAuth2 password form (`username` is the email). Returns an access
@@ -65,7 +95,7 @@ async def login(
     limit_headers = rate_limit.headers if rate_limit else {}
     response.headers.update({**_NO_STORE, **limit_headers})
     try:
-        return await service.login(session, settings, form.username, form.password)
+        return await service.login(session, guard, form.username, form.password)
     except AuthenticationError as exc:
         exc.headers = {**exc.headers, **limit_headers}
         raise

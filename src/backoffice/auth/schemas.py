@@ -67,6 +67,10 @@ class UserRead(BaseModel):
     full_name: str
     is_active: bool
     is_superuser: bool
+    locked_until: datetime | None = Field(
+        description="Failed logins locked the account until then (no lock when null or past); "
+        "`DELETE /users/{id}/lock` unlocks it now."
+    )
     created_at: datetime
     updated_at: datetime
     version: int

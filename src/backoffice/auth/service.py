@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backoffice.auth.errors import (
     InvalidAccessTokenError,
@@ -17,22 +17,37 @@ from backoffice.auth.errors import (
 )
 from backoffice.auth.models import RefreshToken, User
 from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
-from backoffice.auth.repository import TokenRepository, UserRepository
+from backoffice.auth.repository import (
+    PasswordAttempt,
+    TokenRepository,
+    UserRepository,
+    account_with_email,
+    account_with_id,
+)
 from backoffice.auth.schemas import TokenPair
 from backoffice.auth.tokens import (
     AccessClaims,
     InvalidTokenError,
+    PasswordHasher,
     create_access_token,
     decode_access_token,
-    hash_password,
     hash_refresh_token,
     new_refresh_token,
-    verify_password,
 )
 from backoffice.core.config import Settings
 from backoffice.core.errors import ForbiddenError
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordGuard:
+    """What checking a password needs: the sessions that book each guess against the lockout
+    in a transaction of its own, the settings (lockout, tokens) and the app's capped argon2."""
+
+    attempts: async_sessionmaker[AsyncSession]
+    settings: Settings
+    hasher: PasswordHasher
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,47 +150,68 @@ async def start_session(session: AsyncSession, settings: Settings, user: User) -
     return pair
 
 
-async def login(session: AsyncSession, settings: Settings, email: str, password: str) -> TokenPair:
+async def _book_attempt(
+    guard: PasswordGuard, account: ColumnElement[bool]
+) -> PasswordAttempt | None:
+    """Book a password guess in a short transaction of its own, committed before the password
+    is checked: the booking holds (and counts) whatever happens to the request afterwards,
+    and no connection or row lock is held during argon2."""
+    settings = guard.settings
+    async with guard.attempts() as bookkeeping, bookkeeping.begin():
+        return await UserRepository(bookkeeping).reserve_password_attempt(
+            account, settings.login_max_failures, timedelta(minutes=settings.login_lockout_minutes)
+        )
+
+
+async def _why_refused(guard: PasswordGuard, account: ColumnElement[bool]) -> str:
+    async with guard.attempts() as reading:
+        locked = await UserRepository(reading).is_locked(account)
+    return "account locked" if locked else "unknown email"
+
+
+def _log_wrong_password(attempt: PasswordAttempt) -> None:
+    if attempt.locked_until is not None:
+        log.warning(
+            "auth.account_locked",
+            user_id=attempt.user_id,
+            until=attempt.locked_until.isoformat(),
+        )
+    log.info("auth.login_failed", reason="wrong password", user_id=attempt.user_id)
+
+
+async def login(
+    session: AsyncSession, guard: PasswordGuard, email: str, password: str
+) -> TokenPair:
     """The same failure, in about the same time, for an unknown email, a wrong password, a
-    disabled or a locked account; failures in a row lock the account."""
-    users = UserRepository(session)
-    user = await users.get_by_email(email)
-    matches, upgraded_hash = verify_password(password, user.hashed_password if user else None)
-    if user is None:
-        log.info("auth.login_failed", reason="unknown email")
+    disabled or a locked account. Each guess is booked as a failure before argon2 checks it,
+    in a transaction of its own, so however many arrive at once, at most
+    LOGIN_MAX_FAILURES of them are checked before the account locks; a right one undoes its
+    booking in the request's own transaction (`session`)."""
+    account = account_with_email(email)
+    attempt = await _book_attempt(guard, account)
+    if attempt is None:
+        await guard.hasher.verify(password, None)  # as long as a real check takes
+        log.info("auth.login_failed", reason=await _why_refused(guard, account))
         raise InvalidCredentialsError
-    if _is_locked(user):
-        log.info("auth.login_failed", reason="account locked", user_id=user.id)
-        raise InvalidCredentialsError
+    matches, upgraded_hash = await guard.hasher.verify(password, attempt.hashed_password)
     if not matches:
-        await _count_failure(users, settings, user)
+        _log_wrong_password(attempt)
+        raise InvalidCredentialsError
+    users = UserRepository(session)
+    user = await users.get_by_id(attempt.user_id)
+    # Re-read after argon2: a password changed or an account disabled meanwhile wins.
+    if user is None or user.hashed_password != attempt.hashed_password:
+        log.info("auth.login_failed", reason="password changed", user_id=attempt.user_id)
         raise InvalidCredentialsError
     if not user.is_active:
-        log.info("auth.login_failed", reason="account disabled", user_id=user.id)
+        log.info("auth.login_failed", reason="account disabled", user_id=attempt.user_id)
         raise InvalidCredentialsError
-    assert user.id is not None  # noqa: S101  # loaded from the database
-    if user.failed_login_count or user.locked_until:
-        await users.reset_login_failures(user.id)
+    await users.reset_login_failures(attempt.user_id)
     if upgraded_hash is not None:
         await users.update(user, {"hashed_password": upgraded_hash})
-    pair = await start_session(session, settings, user)
+    pair = await start_session(session, guard.settings, user)
     log.info("auth.login_succeeded", user_id=user.id)
     return pair
-
-
-def _is_locked(user: User) -> bool:
-    return user.locked_until is not None and user.locked_until > datetime.now(UTC)
-
-
-async def _count_failure(users: UserRepository, settings: Settings, user: User) -> None:
-    assert user.id is not None  # noqa: S101  # loaded from the database
-    locked_until = await users.record_login_failure(
-        user.id, settings.login_max_failures, timedelta(minutes=settings.login_lockout_minutes)
-    )
-    if locked_until is not None:
-        log.warning("auth.account_locked", user_id=user.id, until=locked_until.isoformat())
-    else:
-        log.info("auth.login_failed", reason="wrong password", user_id=user.id)
 
 
 async def refresh(session: AsyncSession, settings: Settings, refresh_token: str) -> TokenPair:
@@ -224,25 +260,47 @@ async def revoke_all_sessions(session: AsyncSession, user: User) -> None:
 
 async def change_password(
     session: AsyncSession,
-    settings: Settings,
+    guard: PasswordGuard,
     principal: Principal,
+    *,
     current_password: str,
     new_password: str,
 ) -> TokenPair:
-    """Ends every session, this one included, and returns a fresh pair for this client."""
+    """Ends every session, this one included, and returns a fresh pair for this client.
+    A wrong current password counts towards the lockout like a failed login, booked the same
+    way: a stolen access token must not become an unlimited password oracle."""
+    attempt = await _book_attempt(guard, account_with_id(principal.id))
+    if attempt is None:
+        raise ForbiddenError("Too many wrong passwords: the account is locked for a while.")
+    matches, _ = await guard.hasher.verify(current_password, attempt.hashed_password)
+    if not matches:
+        _log_wrong_password(attempt)
+        raise WrongCurrentPasswordError
+    # Hashed before the request's transaction starts: no connection or row lock held meanwhile.
+    new_hash = await guard.hasher.hash(new_password)
     users = UserRepository(session)
     user = await users.get_by_id(principal.id)
-    if user is None:
-        raise InvalidAccessTokenError
-    if _is_locked(user):
-        raise ForbiddenError("Too many wrong passwords: the account is locked for a while.")
-    matches, _ = verify_password(current_password, user.hashed_password)
-    if not matches:
-        # Counts towards the lockout like a failed login: a stolen access token must not
-        # become an unlimited password oracle.
-        await _count_failure(users, settings, user)
-        raise WrongCurrentPasswordError
-    await users.update(user, {"hashed_password": hash_password(new_password)})
+    if user is None or user.hashed_password != attempt.hashed_password:
+        raise WrongCurrentPasswordError  # changed meanwhile by a concurrent request
+    await users.reset_login_failures(principal.id)
+    await users.update(user, {"hashed_password": new_hash})
     await revoke_all_sessions(session, user)
     log.info("auth.password_changed", user_id=user.id)
-    return await start_session(session, settings, user)
+    return await start_session(session, guard.settings, user)
+
+
+async def unlock_account(session: AsyncSession, user_id: int) -> bool:
+    """Clear the lockout (failure count and lock) of an account; whether it had any."""
+    cleared = await UserRepository(session).reset_login_failures(user_id)
+    log.info("auth.account_unlocked", user_id=user_id, cleared=cleared)
+    return cleared
+
+
+async def unlock_account_by_email(session: AsyncSession, email: str) -> int | None:
+    """For the command line, when no administrator can log in: the user's id, None when no
+    account has this email."""
+    user = await UserRepository(session).get_by_email(email)
+    if user is None or user.id is None:
+        return None
+    await unlock_account(session, user.id)
+    return user.id

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 import jwt
+from anyio import CapacityLimiter, to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -60,6 +61,22 @@ def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None
         password_hash.verify(password, _dummy_hash())
         return False, None
     return password_hash.verify_and_update(password, hashed)
+
+
+class PasswordHasher:
+    """argon2 in worker threads, at most `max_concurrency` at a time. On the event loop each
+    hash would stall every other request of the process for its whole duration; unbounded in
+    threads, a login flood would take a core and 64 MiB per attempt. Callers over the cap
+    wait their turn. One per application (created with it), shared by all its requests."""
+
+    def __init__(self, max_concurrency: int) -> None:
+        self.limiter = CapacityLimiter(max_concurrency)
+
+    async def hash(self, password: str) -> str:
+        return await to_thread.run_sync(hash_password, password, limiter=self.limiter)
+
+    async def verify(self, password: str, hashed: str | None) -> tuple[bool, str | None]:
+        return await to_thread.run_sync(verify_password, password, hashed, limiter=self.limiter)
 
 
 def create_access_token(

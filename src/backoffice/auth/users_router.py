@@ -5,9 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from backoffice.auth import admin_service, service
-from backoffice.auth.dependencies import CurrentPrincipal, PermissionChecker, SettingsDep
-from backoffice.auth.errors import AuthenticationError, LastSuperuserError
+from backoffice.auth.dependencies import (
+    CurrentPrincipal,
+    PasswordGuardDep,
+    PermissionChecker,
+)
+from backoffice.auth.errors import AuthenticationError, LastSuperuserError, RateLimitedError
 from backoffice.auth.permissions import Action, Module
+from backoffice.auth.router import PasswordChangeRateLimit
 from backoffice.auth.schemas import (
     MeUpdate,
     PasswordChange,
@@ -29,6 +34,7 @@ from backoffice.core.conditional import (
 from backoffice.core.database import ReadSessionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
+    DomainError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
@@ -79,21 +85,33 @@ async def delete_me() -> None:
 
 @router.put(
     "/me/password",
-    responses=problem_responses(AuthenticationError, ForbiddenError),
+    responses=problem_responses(AuthenticationError, ForbiddenError, RateLimitedError),
 )
 async def change_password(
     data: PasswordChange,
     principal: CurrentPrincipal,
+    rate_limit: PasswordChangeRateLimit,
     session: SessionDep,
-    settings: SettingsDep,
+    guard: PasswordGuardDep,
+    *,
     response: Response,
 ) -> TokenPair:
     """Needs the current password. Ends every session of the account, this one included, and
-    returns a new token pair for this client."""
-    response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
-    return await service.change_password(
-        session, settings, principal, data.current_password, data.new_password
-    )
+    returns a new token pair for this client. Rate limited per client IP and per user; wrong
+    current passwords count towards the account's lockout, like failed logins."""
+    limit_headers = rate_limit.headers if rate_limit else {}
+    response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache", **limit_headers})
+    try:
+        return await service.change_password(
+            session,
+            guard,
+            principal,
+            current_password=data.current_password,
+            new_password=data.new_password,
+        )
+    except DomainError as exc:
+        exc.headers = {**exc.headers, **limit_headers}
+        raise
 
 
 # --- administration ---------------------------------------------------------------------------
@@ -170,6 +188,20 @@ async def delete_user(
 ) -> None:
     """The last active superuser cannot be deleted (409 `last-superuser`)."""
     await admin_service.delete_user(session, actor, user_id, if_match)
+
+
+@router.delete(
+    "/{user_id}/lock",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(ForbiddenError, NotFoundError, PreconditionFailedError),
+)
+async def unlock_user(
+    user_id: UserId, actor: UsersUpdate, session: SessionDep, if_match: IfMatchHeader = None
+) -> None:
+    """Unlock an account that failed logins locked (`locked_until` on the user): its failure
+    count starts again from zero. Idempotent. Only a superuser can unlock a superuser."""
+    await admin_service.unlock_user(session, actor, user_id, if_match)
 
 
 @router.put(

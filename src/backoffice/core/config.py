@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     login_max_failures: Annotated[int, Field(ge=1)] = 5
     login_lockout_minutes: Annotated[int, Field(ge=1)] = 15
     login_rate_limit: Annotated[str, Field(pattern=r"^\d+\s*(/|per)\s*\d*\s*[a-z]+$")] = "10/minute"
+    # `PUT /users/me/password`, counted per client IP and per user
+    password_change_rate_limit: Annotated[str, Field(pattern=r"^\d+\s*(/|per)\s*\d*\s*[a-z]+$")] = (
+        "10/minute"  # noqa: S105  # a rate, not a password
+    )
+    # argon2 hashes at once per process (each takes 64 MiB and a core for a fraction of a
+    # second, in a worker thread); more wait their turn, so a login flood cannot starve the rest
+    password_hash_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     # e.g. redis://localhost:6379/0: share the limit between workers and hosts (memory if unset)
     rate_limit_storage_url: str | None = None
 

@@ -12,6 +12,7 @@ from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
 from backoffice.auth.roles_router import router as roles_router
 from backoffice.auth.router import router as auth_router
+from backoffice.auth.tokens import PasswordHasher
 from backoffice.auth.users_router import router as users_router
 from backoffice.core import health
 from backoffice.core.config import Settings, get_settings
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     app.state.settings = settings
+    # One argon2 cap per process: hashing runs in threads, at most this many at once.
+    app.state.password_hasher = PasswordHasher(settings.password_hash_concurrency)
 
     # Login and refresh are the only routes a caller reaches without a token.
     public_api = APIRouter(prefix=API_PREFIX)
