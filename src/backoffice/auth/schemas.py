@@ -1,6 +1,6 @@
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -8,7 +8,6 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from backoffice.auth.models import NAME_MAX_LENGTH, ROLE_NAME_MAX_LENGTH
@@ -99,13 +98,9 @@ class PasswordChange(RequestModel):
     current_password: Annotated[
         str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)
     ]
+    # Must differ from the current one: checked once the current one is known to be right
+    # (a rule across two fields is one no schema can state).
     new_password: Password
-
-    @model_validator(mode="after")
-    def _different(self) -> Self:
-        if self.current_password == self.new_password:
-            raise ValueError("new_password must differ from current_password")
-        return self
 
 
 class UserRolesUpdate(RequestModel):

@@ -35,7 +35,7 @@ from backoffice.auth.tokens import (
     new_refresh_token,
 )
 from backoffice.core.config import Settings
-from backoffice.core.errors import ForbiddenError
+from backoffice.core.errors import FieldError, ForbiddenError, InvalidInputError
 
 log = structlog.get_logger(__name__)
 
@@ -276,6 +276,17 @@ async def change_password(
     if not matches:
         _log_wrong_password(attempt)
         raise WrongCurrentPasswordError
+    if new_password == current_password:
+        raise InvalidInputError(
+            "new_password must differ from current_password.",
+            errors=[
+                FieldError(
+                    field="body.new_password",
+                    message="must differ from current_password",
+                    type="value_error",
+                )
+            ],
+        )
     # Hashed before the request's transaction starts: no connection or row lock held meanwhile.
     new_hash = await guard.hasher.hash(new_password)
     users = UserRepository(session)
