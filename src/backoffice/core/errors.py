@@ -36,7 +36,11 @@ class FieldError(BaseModel):
 class Problem(BaseModel):
     """RFC 9457 problem details, as every error response of this API carries."""
 
-    type: str = Field(examples=["urn:backoffice:problem:not-found"])
+    type: str = Field(
+        pattern=r"^urn:backoffice:problem:[a-z0-9-]+$",
+        description="What kind of problem: one of this API's problem types, never about:blank.",
+        examples=["urn:backoffice:problem:not-found"],
+    )
     title: str = Field(examples=["Not Found"])
     status: int = Field(examples=[404])
     detail: str | None = Field(default=None, examples=["Product 42 does not exist"])
