@@ -78,4 +78,4 @@ async def test_other_database_errors_stay_a_500_that_leaks_nothing(
 
     problem = assert_problem(response, 500)
     assert "no_such_table_here" not in response.text
-    assert problem["type"] == "about:blank"
+    assert problem["type"] == "urn:backoffice:problem:internal-server-error"

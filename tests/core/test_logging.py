@@ -35,7 +35,7 @@ def database_down(monkeypatch: pytest.MonkeyPatch) -> None:
     async def fail(*_args: object, **_kwargs: object) -> None:
         raise ConnectionResetError("connection to the database was lost")
 
-    monkeypatch.setattr(UserRepository, "get_by_email", fail)
+    monkeypatch.setattr(UserRepository, "reserve_password_attempt", fail)
     monkeypatch.setattr(TokenRepository, "get_for_update", fail)
 
 

@@ -5,6 +5,10 @@ nothing of the answers every operation can give whatever its route declares: a b
 JSON (400), one over the size limit (413). Every error this API sends is RFC 9457
 `application/problem+json` with the `Problem` schema (core/errors.py), so one rule, applied
 here to the generated document, describes them all; a new route inherits it.
+
+The same goes for the one rule every string obeys (core/middleware.py): no NUL, which
+PostgreSQL text cannot store. Every string schema without a pattern of its own gets one that
+says so; the patterns the slices write exclude it already.
 """
 
 from collections.abc import Callable
@@ -19,6 +23,7 @@ from backoffice.core.errors import PROBLEM_MEDIA_TYPE, FieldError, Problem
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _WRITE_METHODS = frozenset({"post", "put", "patch"})
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+NO_NUL_PATTERN = "^[^\\x00]*$"
 
 type Operation = dict[str, Any]
 
@@ -59,6 +64,19 @@ def _problem_schemas(components: dict[str, Any]) -> None:
     schemas["FieldError"] = FieldError.model_json_schema(ref_template=template)
 
 
+def _strings_without_nul(node: object) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _strings_without_nul(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and not {"pattern", "enum", "const"} & node.keys():
+        node["pattern"] = NO_NUL_PATTERN
+    for value in node.values():
+        _strings_without_nul(value)
+
+
 def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
     """Rewrite every error answer of `document` as problem+json and add the ones any operation
     of its shape can give. Idempotent; returns the document."""
@@ -67,6 +85,8 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
             if isinstance(operation, dict) and "responses" in operation:
                 _as_problems(method, operation)
     _problem_schemas(document.setdefault("components", {}))
+    _strings_without_nul(document.get("paths"))
+    _strings_without_nul(document["components"])
     return document
 
 

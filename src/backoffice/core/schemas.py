@@ -28,9 +28,12 @@ EMAIL_MAX_LENGTH = 254
 # The largest PostgreSQL `integer`: ids and counts above it would fail in the database, so they
 # are refused as input first (422, not 500).
 MAX_INT4 = 2**31 - 1
-# For stripped text with a minimum length of 1: "contains a non-space" is how JSON Schema says
-# "not blank once stripped".
-NOT_BLANK = r"\S"
+# For stripped text with a minimum length of 1: "contains a character that stripping keeps" is
+# how JSON Schema says "not blank once stripped" (and, like every string here, no NUL: see
+# core/openapi.py). The class is spelled out because pydantic strips Unicode White_Space, which
+# is not what every regex engine means by \s.
+_WHITESPACE = r"\t\n\x0b\x0c\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[^\x00]*[^\x00{_WHITESPACE}][^\x00]*$"
 # Email addresses: ASCII, as a pattern that the document states and validation enforces alike, so
 # a client (or a schema-driven test) knows exactly what is accepted: a local part of one or two
 # dot-separated atoms (64 characters at most), one to four domain labels of single-hyphen words
