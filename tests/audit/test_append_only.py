@@ -134,7 +134,7 @@ async def test_the_app_role_is_neither_a_superuser_nor_the_owner(
     owns = await connection.scalars(
         text("""
             SELECT relname FROM pg_class
-            WHERE relnamespace = 'public'::regnamespace AND pg_has_role(relowner, 'USAGE')""")
+            WHERE relnamespace = 'public'::regnamespace AND pg_has_role(relowner, 'MEMBER')""")
     )
 
     assert (

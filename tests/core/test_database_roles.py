@@ -74,7 +74,7 @@ async def test_the_embedded_database_gives_the_app_a_role_that_cannot_rewrite_th
         )
         owned = await connection.fetchval(
             "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
-            "AND pg_has_role(relowner, 'USAGE')"
+            "AND pg_has_role(relowner, 'MEMBER')"
         )
         for table in APPEND_ONLY_TABLES:
             await connection.execute(f"SELECT count(*) FROM {table}")  # noqa: S608  # constants

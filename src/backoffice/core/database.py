@@ -156,7 +156,7 @@ class DatabaseRoleError(RuntimeError):
 
 _ROLE_CHECK = text("""
     SELECT c.relname::text AS table_name,
-           pg_has_role(c.relowner, 'USAGE') AS owner,
+           pg_has_role(c.relowner, 'MEMBER') AS owner,
            has_table_privilege(c.oid, 'UPDATE') OR has_table_privilege(c.oid, 'DELETE')
              OR has_table_privilege(c.oid, 'TRUNCATE') AS rewrites
     FROM pg_class c
