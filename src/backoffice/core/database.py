@@ -186,18 +186,18 @@ async def app_role_problems(engine: AsyncEngine) -> list[str]:
     return problems
 
 
-async def check_app_role(engine: AsyncEngine, settings: Settings) -> None:
-    """Refuse to start in production (warn elsewhere) when the app's role could rewrite the
-    audit trail. A database that does not answer is not a reason to stay down: requests get
-    503s until it returns, so the check is skipped with a warning."""
+async def check_app_role(engine: AsyncEngine, settings: Settings) -> list[str]:
+    """Refuse to start in production (warn elsewhere, and return the problems) when the app's
+    role could rewrite the audit trail. A database that does not answer is not a reason to stay
+    down: requests get 503s until it returns, so the check is skipped with a warning."""
     try:
         async with asyncio.timeout(_ROLE_CHECK_TIMEOUT_S):
             problems = await app_role_problems(engine)
     except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
         log.warning("database.role_check_skipped", error=type(exc).__name__)
-        return
+        return []
     if not problems:
-        return
+        return []
     advice = (
         f"DATABASE_URL must connect as a login role that is a member of {APP_GROUP_ROLE} and "
         "owns nothing; migrations and the archive job use DATABASE_OWNER_URL "
@@ -206,6 +206,7 @@ async def check_app_role(engine: AsyncEngine, settings: Settings) -> None:
     if settings.is_production:
         raise DatabaseRoleError(f"{'; '.join(problems)}. {advice}")
     log.warning("database.app_role_can_rewrite_audit_trail", problems=problems, advice=advice)
+    return problems
 
 
 @dataclass(slots=True)
