@@ -4,8 +4,9 @@ delete them from the database.
     uv run python scripts/archive_audit.py [--older-than-days 90] [--output-dir DIR]
         [--batch-size 5000] [--table access_logs|data_changes|all] [--dry-run]
 
-Uses DATABASE_URL, else the embedded PostgreSQL (started and migrated first). The defaults come
-from AUDIT_RETENTION_DAYS and AUDIT_ARCHIVE_DIR.
+Runs as the database owner, the only role that may delete audit rows: DATABASE_OWNER_URL, else
+DATABASE_URL, else the embedded PostgreSQL's superuser (started and migrated first). The
+defaults come from AUDIT_RETENTION_DAYS and AUDIT_ARCHIVE_DIR.
 
 Each batch of rows is written to its own file first (atomically: a temporary file, fsync,
 rename), and only then deleted, in the one transaction that also records the file in
@@ -42,8 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING, AuditArchiveBatch
 from backoffice.core.config import Settings, get_settings
-from backoffice.core.database import libpq_url, resolve_database_url
-from backoffice.core.migrations import apply_migrations
+from backoffice.core.database import libpq_url, owner_database_url, prepare_embedded_database
 
 DEFAULT_BATCH_SIZE = 5000
 ALL_TABLES = "all"
@@ -411,9 +411,10 @@ def _parse_args(settings: Settings, argv: Sequence[str] | None) -> argparse.Name
 
 
 async def _run(settings: Settings, arguments: argparse.Namespace) -> Summary:
-    url = await asyncio.to_thread(resolve_database_url, settings)
-    if settings.database_url is None:
-        await apply_migrations(url, settings.migrations_dir)
+    if settings.database_url is None and settings.database_owner_url is None:
+        await prepare_embedded_database(settings)  # started and migrated
+    # Deleting audit rows is the owner's right alone: the app's role may only append.
+    url = await asyncio.to_thread(owner_database_url, settings)
     return await archive(
         url,
         older_than=timedelta(days=arguments.older_than_days),

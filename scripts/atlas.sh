@@ -3,9 +3,9 @@
 #
 #   scripts/atlas.sh migrate status --env local
 #
-# 1. `atlas` on PATH: runs it here. Commands that act on a database get DATABASE_URL: the app's
-#    own setting (environment or .env), else the embedded PostgreSQL, which stays up for the
-#    length of the command. `migrate diff` / `migrate down` also need a "dev database": the
+# 1. `atlas` on PATH: runs it here. Commands that act on a database get DATABASE_URL: the
+#    owner's URL (DATABASE_OWNER_URL, else DATABASE_URL, from the environment or .env), else the
+#    embedded PostgreSQL as its superuser, which stays up for the length of the command. `migrate diff` / `migrate down` also need a "dev database": the
 #    ATLAS_DEV_URL variable, else Atlas's docker://postgres/18 (needs a Docker engine), else an
 #    `atlas_dev` database in the embedded PostgreSQL.
 # 2. Else, with docker compose and a Docker engine: runs the arigaio/atlas image as the compose
@@ -56,7 +56,7 @@ import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 from backoffice.core.config import get_settings
-from backoffice.core.database import libpq_url, resolve_database_url, start_embedded_postgres
+from backoffice.core.database import libpq_url, owner_database_url, start_embedded_postgres
 
 
 def with_defaults(url: str, **params: str) -> str:
@@ -70,11 +70,11 @@ def with_defaults(url: str, **params: str) -> str:
 needs_url, dev_from_embedded, command = sys.argv[1] == "1", sys.argv[2] == "1", sys.argv[3:]
 settings = get_settings()
 env = dict(os.environ)
-if needs_url:
-    if settings.database_url:
-        env["DATABASE_URL"] = libpq_url(settings.database_url)
+if needs_url:  # as the owner: migrations change the schema
+    if owner := settings.database_owner_url or settings.database_url:
+        env["DATABASE_URL"] = libpq_url(owner)
     else:  # the embedded server: unix socket only, no TLS
-        url = resolve_database_url(settings)
+        url = owner_database_url(settings)
         env["DATABASE_URL"] = with_defaults(libpq_url(url), sslmode="disable")
         print(f"atlas.sh: using the embedded PostgreSQL in {settings.embedded_db_dir}", file=sys.stderr)
 if dev_from_embedded:

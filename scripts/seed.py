@@ -3,7 +3,7 @@ running it twice leaves the same rows.
 
     uv run python scripts/seed.py [--products 50] [--customers 20]
 
-Uses DATABASE_URL, else the embedded PostgreSQL (started and migrated first).
+Uses DATABASE_URL, else the embedded PostgreSQL (started and migrated first), as the app's role.
 """
 
 import argparse
@@ -13,8 +13,7 @@ import asyncpg
 
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import get_settings
-from backoffice.core.database import Database, libpq_url, resolve_database_url
-from backoffice.core.migrations import apply_migrations
+from backoffice.core.database import Database, app_database_url, libpq_url
 
 _CATEGORIES = ("Keyboard", "Mouse", "Monitor", "Headset", "Webcam", "Dock", "Cable", "Lamp")
 
@@ -90,9 +89,8 @@ async def seed_customers(url: str, count: int) -> int:
 
 async def main(products: int, customers: int) -> None:
     settings = get_settings()
-    url = await asyncio.to_thread(resolve_database_url, settings)
-    if settings.database_url is None:
-        await apply_migrations(url, settings.migrations_dir)
+    # Demo data is the app's business: written with the app's role, as the API would.
+    url = await app_database_url(settings)
     database = Database.connect(url, settings)
     try:
         async with database.sessions.begin() as session:

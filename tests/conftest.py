@@ -3,11 +3,15 @@
 Where the database comes from, first match wins: TEST_DATABASE_URL; a testcontainers
 PostgreSQL when a Docker engine answers; the embedded PostgreSQL under `.data/test-postgres`.
 The schema is built by applying `migrations/`, so the migrations are what the tests exercise.
+The app under test has the app's database role's rights only (backoffice_app, not the owner's):
+a grant the app lacks fails the tests that need it.
 """
 
+import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from itertools import count
 from pathlib import Path
@@ -35,7 +39,13 @@ from backoffice.auth.schemas import TokenPair
 from backoffice.auth.service import start_session
 from backoffice.auth.tokens import hash_password
 from backoffice.core.config import PROJECT_ROOT, Environment, Settings
-from backoffice.core.database import Database, libpq_url, sqlalchemy_url, start_embedded_postgres
+from backoffice.core.database import (
+    APP_GROUP_ROLE,
+    Database,
+    libpq_url,
+    sqlalchemy_url,
+    start_embedded_postgres,
+)
 from backoffice.core.main import create_app
 from backoffice.core.migrations import apply_migrations
 
@@ -111,9 +121,45 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
     await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+def _as_login(url: str, user: str, password: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return Settings(_env_file=None, environment=Environment.TEST, database_url=database_url)
+async def app_login(server_url: str, database_url: str) -> AsyncIterator[tuple[str, str]]:
+    """(user, password) of a login role of this session's, a member of the app's group role
+    (which the migrations created): what a deployed app connects as. The password serves
+    servers that ask for one (testcontainers, TEST_DATABASE_URL); the embedded one trusts."""
+    user, password = f"backoffice_test_{uuid.uuid4().hex[:12]}", secrets.token_urlsafe(24)
+    await _admin(
+        server_url, f"CREATE ROLE {user} LOGIN PASSWORD '{password}' IN ROLE {APP_GROUP_ROLE}"
+    )
+    yield user, password
+    await _admin(server_url, f"DROP ROLE {user}")
+
+
+def as_app(url: str, app_login: tuple[str, str]) -> str:
+    """`url` (any database of the test server) connecting as the app's login role."""
+    return _as_login(url, *app_login)
+
+
+@pytest.fixture(scope="session")
+def app_database_url(database_url: str, app_login: tuple[str, str]) -> str:
+    """This session's database, as the app's role: no UPDATE, DELETE nor TRUNCATE of the audit
+    tables. `database_url` is the owner's (migrations, the archive job)."""
+    return as_app(database_url, app_login)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, app_database_url: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        environment=Environment.TEST,
+        database_url=app_database_url,
+        database_owner_url=database_url,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -125,11 +171,24 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """The test's connection, inside a transaction rolled back at the end."""
+    """The test's connection, inside a transaction rolled back at the end, with the app's
+    role's rights only (SET LOCAL ends with the transaction): the app's sessions join it."""
     async with engine.connect() as connection:
         transaction = await connection.begin()
+        await connection.execute(text(f"SET LOCAL ROLE {APP_GROUP_ROLE}"))
         yield connection
         await transaction.rollback()
+
+
+@asynccontextmanager
+async def owner_rights(connection: AsyncConnection) -> AsyncIterator[None]:
+    """The owner's rights on the test's connection for a while (what migrations and the
+    archive job have), then the app's again; rows stay in the test's transaction."""
+    await connection.execute(text("SET LOCAL ROLE NONE"))
+    try:
+        yield
+    finally:
+        await connection.execute(text(f"SET LOCAL ROLE {APP_GROUP_ROLE}"))
 
 
 @pytest.fixture
@@ -244,11 +303,14 @@ async def client(
 
 
 @pytest.fixture
-async def committed_client(settings: Settings, database_url: str) -> AsyncIterator[AsyncClient]:
-    """A client on an app with a real connection pool: requests run concurrently and commit.
-    Every business table is emptied afterwards, so other tests never see the rows."""
+async def committed_client(
+    settings: Settings, app_database_url: str, engine: AsyncEngine
+) -> AsyncIterator[AsyncClient]:
+    """A client on an app with a real connection pool, connected as the app's login role:
+    requests run concurrently and commit. Every table is emptied afterwards (by the owner), so
+    other tests never see the rows."""
     app = create_app(settings)
-    database = Database.connect(database_url, settings)
+    database = Database.connect(app_database_url, settings)
     app.state.database = database
     try:
         async with database.sessions() as session:
@@ -257,8 +319,9 @@ async def committed_client(settings: Settings, database_url: str) -> AsyncIterat
         async with _client(app, pair.access_token) as client:
             yield client
     finally:
-        async with database.engine.begin() as connection:
-            # The audit tables refuse TRUNCATE except from the retention job, which this is.
+        await database.dispose()
+        async with engine.begin() as connection:
+            # Only the owner may, and only as the retention job, TRUNCATE the audit tables.
             await connection.execute(text(f"SET LOCAL {RETENTION_SETTING} = 'on'"))
             tables = await connection.scalars(
                 text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
@@ -266,7 +329,6 @@ async def committed_client(settings: Settings, database_url: str) -> AsyncIterat
             names = ", ".join(f'"{name}"' for name in tables)
             if names:
                 await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        await database.dispose()
 
 
 class _StatementCounter:

@@ -1,7 +1,8 @@
 """Command line: `python -m backoffice {run,serve,migrate,unlock-user}`.
 
 `run` and `serve` prepare the database first (starting the embedded PostgreSQL and applying
-migrations when DATABASE_URL is unset), then hand the resolved URL to uvicorn's workers.
+migrations as its owner when DATABASE_URL is unset), then hand the app role's URL to uvicorn's
+workers.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import uvicorn
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.service import unlock_account_by_email
 from backoffice.core.config import get_settings
-from backoffice.core.database import Database, resolve_database_url
+from backoffice.core.database import Database, app_database_url, owner_database_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
 from backoffice.core.migrations import apply_migrations
 
@@ -37,10 +38,13 @@ async def _bootstrap(url: str) -> list[str]:
 
 def _prepare_database(*, migrate: bool) -> str:
     settings = get_settings()
-    url = resolve_database_url(settings)
-    if migrate:
-        applied = asyncio.run(apply_migrations(url, settings.migrations_dir))
+    if migrate:  # as the owner: DATABASE_OWNER_URL, DATABASE_URL or the embedded superuser
+        owner_url = owner_database_url(settings)
+        applied = asyncio.run(apply_migrations(owner_url, settings.migrations_dir))
         print(f"migrations applied: {applied or 'none pending'}")
+    # The app's own role from here on (embedded: a login role that cannot rewrite the audit
+    # trail, created if missing).
+    url = asyncio.run(app_database_url(settings))
     # Idempotent: the default roles and the first superuser, so the first login works (in
     # production FIRST_SUPERUSER_PASSWORD must be set: the example one is refused).
     created = asyncio.run(_bootstrap(url))

@@ -400,10 +400,16 @@ async def _run_script(*arguments: str, env: Mapping[str, str]) -> str:
 
 
 async def test_command_line_takes_its_defaults_from_the_settings_and_prints_a_summary(
-    database_url: str, db: asyncpg.Connection, seeded: Seeded, tmp_path: Path
+    database_url: str,
+    app_database_url: str,
+    db: asyncpg.Connection,
+    seeded: Seeded,
+    tmp_path: Path,
 ) -> None:
     env = {
-        "DATABASE_URL": database_url,
+        # The app's role may not delete audit rows: the script must use the owner's URL.
+        "DATABASE_URL": app_database_url,
+        "DATABASE_OWNER_URL": database_url,
         "AUDIT_RETENTION_DAYS": str(LONG_RETENTION.days),
         "AUDIT_ARCHIVE_DIR": str(tmp_path),
     }

@@ -32,7 +32,7 @@ from backoffice.core.config import Settings
 from backoffice.core.database import libpq_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV
 from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR, _admin, _with_database
+from tests.conftest import MIGRATIONS_DIR, _admin, _with_database, as_app
 
 PRODUCTS = "/api/v1/products"
 SECRET_KEY = secrets.token_urlsafe(48)  # made per run: no secret-looking literal in the repo
@@ -198,14 +198,16 @@ async def _scrape_until(
 
 
 async def test_sigterm_mid_load_finishes_in_flight_requests_and_loses_nothing_acknowledged(
-    server_url: str, tmp_path: Path
+    server_url: str, app_login: tuple[str, str], tmp_path: Path
 ) -> None:
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     log = tmp_path / "server.log"
     async with _database(server_url) as database_url:
         port = _free_port()
-        with _server(_environment(database_url, port, temporary), tmp_path, log) as server:
+        # As the app's login role: production refuses to start as the owner.
+        environment = _environment(as_app(database_url, app_login), port, temporary)
+        with _server(environment, tmp_path, log) as server:
             run = await _load_then_sigterm(server, f"http://127.0.0.1:{port}", log)
         products, logged, inserted = await _stored(database_url, run.attempts)
 

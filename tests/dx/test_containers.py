@@ -2,8 +2,9 @@
 
 docker-compose.yml, the Dockerfile, .dockerignore and the Taskfile's docker tasks are parsed
 and their wiring checked: the services and their start order (db healthy -> migrate exits 0 ->
-app), healthchecks, a non-root user, the production server command, and no secret written
-inline. What this cannot prove is that the images build and the stack starts.
+app), the database roles (migrate as the owner, the app as its own login role), healthchecks,
+a non-root user, the production server command, and no secret written inline. What this
+cannot prove is that the images build and the stack starts.
 """
 
 import json
@@ -17,7 +18,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from backoffice.core.database import APP_GROUP_ROLE
+
 ROOT = Path(__file__).resolve().parents[2]
+# The app container's database login (docker/postgres-init/10-app-role.sh) and its password.
+APP_LOGIN_ROLE = "backoffice_api"
+APP_PASSWORD_VARIABLE = "APP_DB_PASSWORD"
 
 # Names of settings whose values are secrets (POSTGRES_PASSWORD, SECRET_KEY, API_TOKEN, ...).
 _SECRET_NAME = re.compile(
@@ -178,6 +184,8 @@ def test_migrate_applies_migrations_with_atlas_once_db_is_healthy() -> None:
         assert migrations[0].read_only
         assert urlsplit(url).hostname == "db"
         assert urlsplit(url).path == f"/{_environment(_service('db'))['POSTGRES_DB']}"
+        # As the owner: the app's role may not change the schema.
+        assert urlsplit(url).username == _environment(_service("db"))["POSTGRES_USER"]
 
 
 def test_app_starts_after_the_migrations_on_a_healthy_db() -> None:
@@ -195,18 +203,43 @@ def test_app_reads_env_file_dot_env() -> None:
     assert ".env" in paths
 
 
-def test_app_database_url_points_at_the_compose_db() -> None:
+def test_app_connects_to_the_compose_db_as_the_app_role_not_the_owner() -> None:
     db = _environment(_service("db"))
-    url = _environment(_service("app"))["DATABASE_URL"]
-    parts = urlsplit(url.replace(db["POSTGRES_PASSWORD"], "password"))
+    app = _environment(_service("app"))
+    url = app["DATABASE_URL"]
+    password = _url_password(url)
+    assert password is not None
+    parts = urlsplit(url.replace(password, "password"))
 
     assert parts.scheme.startswith("postgresql")
     assert parts.hostname == "db"
-    assert parts.username == db["POSTGRES_USER"]
     assert parts.path == f"/{db['POSTGRES_DB']}"
-    # The same password variable as the server's, interpolated, never written out.
-    assert _url_password(url) == db["POSTGRES_PASSWORD"]
-    assert _is_interpolation(db["POSTGRES_PASSWORD"])
+    # The login role the db's init script creates, which cannot rewrite the audit trail.
+    assert parts.username == APP_LOGIN_ROLE
+    assert parts.username != db["POSTGRES_USER"]
+    # Its password: the variable the init script reads, interpolated, never written out.
+    assert password == db[APP_PASSWORD_VARIABLE]
+    assert _is_interpolation(password)
+    # Nothing of the owner's reaches the app's settings.
+    assert db["POSTGRES_PASSWORD"] not in url
+    assert "DATABASE_OWNER_URL" not in app
+
+
+def test_the_db_creates_the_app_login_role_on_its_first_start() -> None:
+    init = [m for m in _mounts(_service("db")) if m.target == "/docker-entrypoint-initdb.d"]
+    assert len(init) == 1
+    assert init[0].read_only
+    scripts = sorted((ROOT / init[0].source).iterdir())
+    text = "\n".join(script.read_text() for script in scripts)
+
+    assert [script.suffix for script in scripts] == [".sh"]  # one script, run by the image
+    # A member of the group role the migrations grant the app's rights to.
+    assert re.search(
+        rf"CREATE ROLE {APP_LOGIN_ROLE} LOGIN PASSWORD :'(\w+)' IN ROLE {APP_GROUP_ROLE};", text
+    )
+    assert any(APP_GROUP_ROLE in path.read_text() for path in (ROOT / "migrations").glob("*.sql"))
+    # The password comes from the environment, read by psql itself (not on a command line).
+    assert re.search(rf"\\getenv \w+ {APP_PASSWORD_VARIABLE}\b", text)
 
 
 def test_app_is_published_and_health_checked() -> None:

@@ -38,7 +38,7 @@ from backoffice.core.config import (
     Settings,
 )
 from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR, _admin, _with_database
+from tests.conftest import MIGRATIONS_DIR, _admin, _with_database, as_app
 
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"
@@ -143,7 +143,9 @@ async def e2e_database_url(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def live_server(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live_server(
+    e2e_database_url: str, app_login: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`python -m backoffice serve` (two workers) on a free port; its bootstrap creates the
     default roles and the first superuser. Yields the base URL once /health/ready says so;
     its log is test-artifacts/e2e-server.log."""
@@ -156,7 +158,7 @@ def live_server(e2e_database_url: str, tmp_path_factory: pytest.TempPathFactory)
             [sys.executable, "-m", "backoffice", "serve"],
             # A working directory of its own: a developer's .env must not leak in.
             cwd=tmp_path_factory.mktemp("e2e-server"),
-            env=_server_environment(e2e_database_url, port),
+            env=_server_environment(as_app(e2e_database_url, app_login), port),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, stopped as one

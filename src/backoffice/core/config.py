@@ -40,6 +40,9 @@ class Settings(BaseSettings):
 
     # Database: unset means "start the embedded PostgreSQL under embedded_db_dir".
     database_url: str | None = None
+    # The owner's URL, for migrations and the archive job; unset means DATABASE_URL. The app
+    # itself should connect as a role that cannot rewrite the audit trail (docs/AUDIT_GUIDE.md).
+    database_owner_url: str | None = None
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 10

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Request
+from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,10 +23,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from backoffice.audit import changes
+from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.core.config import Settings
 from backoffice.core.errors import DomainError
 
 EMBEDDED_DATABASE_NAME = "backoffice"
+# The group role the migrations grant the application's rights to
+# (migrations/20261202010000_app_role.sql), and the login role, a member of it, that the app
+# uses on the embedded server (trust authentication on its unix socket: no password).
+APP_GROUP_ROLE = "backoffice_app"
+EMBEDDED_APP_LOGIN = "backoffice_api"
+# How long the start-up check of the app's role may wait for the database.
+_ROLE_CHECK_TIMEOUT_S = 10
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 log = structlog.get_logger(__name__)
@@ -76,11 +87,126 @@ def libpq_url(url: str) -> str:
     return _with_scheme(url, "postgresql")
 
 
-def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL when set, else the embedded server's URL (starting it if needed)."""
+def with_user(url: str, user: str) -> str:
+    """`url` connecting as `user`, with no password (the embedded server trusts its socket)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def owner_database_url(settings: Settings) -> str:
+    """Where migrations and the archive job connect: DATABASE_OWNER_URL, else DATABASE_URL
+    (one role for everything, which production refuses at start-up), else the embedded
+    server as its superuser (starting it if needed). Blocking."""
+    if settings.database_owner_url:
+        return settings.database_owner_url
     if settings.database_url:
         return settings.database_url
     return start_embedded_postgres(settings.embedded_db_dir)
+
+
+async def ensure_login_role(owner_url: str, login: str) -> None:
+    """Create the login role `login`, a member of APP_GROUP_ROLE, unless it exists. Roles are
+    server-wide: another database of the same server may have created it already."""
+    if not _IDENTIFIER.fullmatch(login):
+        raise ValueError(f"unsafe role name {login!r}")
+    connection = await asyncpg.connect(libpq_url(owner_url))
+    try:
+        await connection.execute(f"""
+            DO $$
+            BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN
+                CREATE ROLE "{login}" LOGIN;
+              END IF;
+            EXCEPTION
+              WHEN duplicate_object OR unique_violation THEN NULL;
+            END
+            $$;
+            GRANT "{APP_GROUP_ROLE}" TO "{login}";
+        """)
+    finally:
+        await connection.close()
+
+
+async def prepare_embedded_database(
+    settings: Settings, database: str = EMBEDDED_DATABASE_NAME
+) -> str:
+    """Start the embedded PostgreSQL, migrate `database` as the server's superuser (its owner),
+    make sure the app's login role exists, and return the URL the app connects with: as that
+    role, which cannot rewrite the audit trail."""
+    from backoffice.core.migrations import apply_migrations  # noqa: PLC0415  # migrations import this module
+
+    owner_url = await asyncio.to_thread(start_embedded_postgres, settings.embedded_db_dir, database)
+    await apply_migrations(owner_url, settings.migrations_dir)
+    await ensure_login_role(owner_url, EMBEDDED_APP_LOGIN)
+    return with_user(owner_url, EMBEDDED_APP_LOGIN)
+
+
+async def app_database_url(settings: Settings) -> str:
+    """DATABASE_URL when set, else the embedded database, started, migrated and given the
+    app's login role (prepare_embedded_database)."""
+    if settings.database_url:
+        return settings.database_url
+    return await prepare_embedded_database(settings)
+
+
+class DatabaseRoleError(RuntimeError):
+    """The app's database role could rewrite the audit trail; production refuses to start."""
+
+
+_ROLE_CHECK = text("""
+    SELECT c.relname::text AS table_name,
+           pg_has_role(c.relowner, 'MEMBER') AS owner,
+           has_table_privilege(c.oid, 'UPDATE') OR has_table_privilege(c.oid, 'DELETE')
+             OR has_table_privilege(c.oid, 'TRUNCATE') AS rewrites
+    FROM pg_class c
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(:tables)
+    ORDER BY 1
+""")
+
+
+async def app_role_problems(engine: AsyncEngine) -> list[str]:
+    """What the role `engine` connects as may do to the audit tables that only the owner
+    should: nothing, for a member of APP_GROUP_ROLE."""
+    async with engine.connect() as connection:
+        role, superuser = (
+            await connection.execute(
+                text("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
+            )
+        ).one()
+        rows = (await connection.execute(_ROLE_CHECK, {"tables": list(APPEND_ONLY_TABLES)})).all()
+    if superuser:  # may do anything, to any table
+        return [f"role {role} is a superuser"]
+    problems = [f"role {role} owns audit table {row.table_name}" for row in rows if row.owner]
+    problems += [
+        f"role {role} may UPDATE, DELETE or TRUNCATE audit table {row.table_name}"
+        for row in rows
+        if row.rewrites and not row.owner
+    ]
+    return problems
+
+
+async def check_app_role(engine: AsyncEngine, settings: Settings) -> list[str]:
+    """Refuse to start in production (warn elsewhere, and return the problems) when the app's
+    role could rewrite the audit trail. A database that does not answer is not a reason to stay
+    down: requests get 503s until it returns, so the check is skipped with a warning."""
+    try:
+        async with asyncio.timeout(_ROLE_CHECK_TIMEOUT_S):
+            problems = await app_role_problems(engine)
+    except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
+        log.warning("database.role_check_skipped", error=type(exc).__name__)
+        return []
+    if not problems:
+        return []
+    advice = (
+        f"DATABASE_URL must connect as a login role that is a member of {APP_GROUP_ROLE} and "
+        "owns nothing; migrations and the archive job use DATABASE_OWNER_URL "
+        '(docs/AUDIT_GUIDE.md, "Database roles")'
+    )
+    if settings.is_production:
+        raise DatabaseRoleError(f"{'; '.join(problems)}. {advice}")
+    log.warning("database.app_role_can_rewrite_audit_trail", problems=problems, advice=advice)
+    return problems
 
 
 @dataclass(slots=True)
@@ -154,15 +280,11 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="functi
 @asynccontextmanager
 async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Connect on start-up (starting and migrating the embedded server when DATABASE_URL is
-    unset) and release every connection on shutdown."""
-    from backoffice.core.migrations import apply_migrations  # noqa: PLC0415  # migrations import this module
-
+    unset), check the app's role, and release every connection on shutdown."""
     settings: Settings = app.state.settings
-    url = await asyncio.to_thread(resolve_database_url, settings)
-    if settings.database_url is None:
-        await apply_migrations(url, settings.migrations_dir)
-    app.state.database = Database.connect(url, settings)
+    app.state.database = Database.connect(await app_database_url(settings), settings)
     try:
+        await check_app_role(app.state.database.engine, settings)
         yield
     finally:
         await app.state.database.dispose()
