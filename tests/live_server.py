@@ -20,7 +20,7 @@ from backoffice.core.config import Settings
 from backoffice.core.migrations import apply_migrations
 from tests.conftest import MIGRATIONS_DIR, _admin, _with_database
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0  # a loaded 2-core CI machine starts slowly
 
 
 def free_port() -> int:

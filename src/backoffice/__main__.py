@@ -116,8 +116,9 @@ def _migrate(_: argparse.Namespace) -> None:
     _prepare_database(migrate=True)
 
 
-async def _unlock(url: str, email: str) -> int | None:
-    database = Database.connect(url, get_settings())
+async def _unlock(email: str) -> int | None:
+    settings = get_settings()
+    database = Database.connect(await app_database_url(settings), settings)
     try:
         async with database.sessions.begin() as session:
             return await unlock_account_by_email(session, email)
@@ -128,8 +129,7 @@ async def _unlock(url: str, email: str) -> int | None:
 def _unlock_user(args: argparse.Namespace) -> None:
     """For when no administrator can log in to `DELETE /api/v1/users/{id}/lock`, e.g. the
     only superuser locked out by someone guessing at its email."""
-    url = resolve_database_url(get_settings())
-    user_id = asyncio.run(_unlock(url, args.email))
+    user_id = asyncio.run(_unlock(args.email))
     if user_id is None:
         raise SystemExit(f"no user with email {args.email!r}")
     print(f"unlocked user {user_id} ({args.email}): failed logins reset, lock cleared")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import as_app
 from tests.live_server import (
     free_port,
     scratch_database,
@@ -73,14 +74,17 @@ def _summary(output: str) -> str:
     return output[output.rfind("SUMMARY") :] if "SUMMARY" in output else output[-3000:]
 
 
-async def test_the_running_api_keeps_its_openapi_contract(server_url: str, tmp_path: Path) -> None:
+async def test_the_running_api_keeps_its_openapi_contract(
+    server_url: str, app_login: tuple[str, str], tmp_path: Path
+) -> None:
     password = secrets.token_urlsafe(24)
     log = tmp_path / "server.log"
     port = free_port()
     async with scratch_database(server_url, "backoffice_contract") as database_url:
         environment = server_environment(
             ENVIRONMENT="development",
-            DATABASE_URL=database_url,
+            DATABASE_URL=as_app(database_url, app_login),
+            DATABASE_OWNER_URL=database_url,
             SECRET_KEY=secrets.token_urlsafe(48),
             FIRST_SUPERUSER_EMAIL=SUPERUSER_EMAIL,
             FIRST_SUPERUSER_PASSWORD=password,

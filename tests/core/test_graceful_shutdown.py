@@ -13,26 +13,26 @@ import itertools
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backoffice.core.config import Settings
 from backoffice.core.database import libpq_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV
-from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR, _admin, _with_database, as_app
+from tests.conftest import as_app
+from tests.live_server import (
+    free_port,
+    scratch_database,
+    server_environment,
+    server_process,
+    tail,
+    wait_until_ready,
+)
 
 PRODUCTS = "/api/v1/products"
 SECRET_KEY = secrets.token_urlsafe(48)  # made per run: no secret-looking literal in the repo
@@ -54,18 +54,8 @@ class Attempt:
     error: str | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _environment(database_url: str, port: int, temporary: Path) -> dict[str, str]:
-    """The caller's environment minus every application setting, then exactly ours."""
-    names = {name.upper() for name in Settings.model_fields} | {MULTIPROC_DIR_ENV}
-    environment = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    environment.update(
+    environment = server_environment(
         ENVIRONMENT="production",
         DATABASE_URL=database_url,
         SECRET_KEY=SECRET_KEY,
@@ -86,62 +76,9 @@ def _environment(database_url: str, port: int, temporary: Path) -> dict[str, str
         TRUSTED_PROXIES='["127.0.0.1/32"]',
         # `serve` makes its metrics directory here: the test can see it is removed.
         TMPDIR=str(temporary),
-        PYTHONUNBUFFERED="1",
     )
+    environment.pop(MULTIPROC_DIR_ENV, None)
     return environment
-
-
-@contextmanager
-def _server(
-    environment: dict[str, str], workdir: Path, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "backoffice", "serve"],
-            cwd=workdir,  # a directory of its own: a developer's .env must not leak in
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, signalled as one
-        )
-    try:
-        yield server
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-
-
-@asynccontextmanager
-async def _database(server_url: str) -> AsyncIterator[str]:
-    name = f"backoffice_shutdown_{uuid.uuid4().hex[:12]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = _with_database(server_url, name)
-        await apply_migrations(url, MIGRATIONS_DIR)
-        yield url
-    finally:
-        await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-async def _wait_until_ready(
-    server: subprocess.Popen[bytes], client: httpx.AsyncClient, log: Path
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}:\n{_tail(log)}")
-        try:
-            if (await client.get("/health/ready")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        await asyncio.sleep(0.1)
-    pytest.fail(f"the server was not ready within {START_TIMEOUT_S:.0f} s:\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:]
 
 
 def _new_attempt(worker: int | str, sequence: int) -> Attempt:
@@ -203,11 +140,11 @@ async def test_sigterm_mid_load_finishes_in_flight_requests_and_loses_nothing_ac
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     log = tmp_path / "server.log"
-    async with _database(server_url) as database_url:
-        port = _free_port()
+    async with scratch_database(server_url, "backoffice_shutdown") as database_url:
+        port = free_port()
         # As the app's login role: production refuses to start as the owner.
         environment = _environment(as_app(database_url, app_login), port, temporary)
-        with _server(environment, tmp_path, log) as server:
+        with server_process("serve", environment, tmp_path, log) as server:
             run = await _load_then_sigterm(server, f"http://127.0.0.1:{port}", log)
         products, logged, inserted = await _stored(database_url, run.attempts)
 
@@ -223,10 +160,10 @@ async def test_sigterm_mid_load_finishes_in_flight_requests_and_loses_nothing_ac
         f" exit {run.exit_code} {run.stopped_after:.2f} s after SIGTERM"
     )
     output = log.read_text(errors="replace")
-    assert run.exit_code == 0, _tail(log)
-    assert "Traceback" not in output, _tail(log)
+    assert run.exit_code == 0, tail(log)
+    assert "Traceback" not in output, tail(log)
     # Both workers ran their lifespan's shutdown: queue flushed, engine disposed.
-    assert output.count("Application shutdown complete.") == 2, _tail(log)
+    assert output.count("Application shutdown complete.") == 2, tail(log)
     # Only two outcomes: 201, or no answer at all once the server stopped listening.
     assert [a for a in run.attempts if a.status not in {201, None}] == []
     # The requests in flight at SIGTERM were finished, not cut off.
@@ -262,7 +199,7 @@ async def _load_then_sigterm(server: subprocess.Popen[bytes], base_url: str, log
         httpx.AsyncClient(base_url=base_url, timeout=10) as probe,
         httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as client,
     ):
-        await _wait_until_ready(server, probe, log)
+        await wait_until_ready(server, probe, log)
         login = await probe.post(
             "/api/v1/auth/sessions",
             data={"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD},
