@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,8 +36,8 @@ from backoffice.core.config import (
     PROJECT_ROOT,
     Settings,
 )
-from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR, _admin, _with_database, as_app
+from tests.conftest import as_app
+from tests.live_server import scratch_database
 
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"
@@ -132,14 +131,8 @@ def _wait_until_ready(server: subprocess.Popen[bytes], base_url: str, log: Path)
 @pytest.fixture(scope="session")
 async def e2e_database_url(server_url: str) -> AsyncIterator[str]:
     """A fresh database of the server's own, migrated; dropped once the server has stopped."""
-    name = f"backoffice_e2e_{uuid.uuid4().hex[:12]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = _with_database(server_url, name)
-        await apply_migrations(url, MIGRATIONS_DIR)
+    async with scratch_database(server_url, "backoffice_e2e") as url:
         yield url
-    finally:
-        await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
