@@ -36,6 +36,7 @@ from tests.live_server import (
 
 PRODUCTS = "/api/v1/products"
 SECRET_KEY = secrets.token_urlsafe(48)  # made per run: no secret-looking literal in the repo
+METRICS_TOKEN = secrets.token_urlsafe(32)  # production refuses open metrics
 SUPERUSER_EMAIL = "shutdown@example.com"
 SUPERUSER_PASSWORD = "graceful-shutdown-password"
 CONCURRENCY = 32  # clients posting products one after another
@@ -70,7 +71,7 @@ def _environment(database_url: str, port: int, temporary: Path) -> dict[str, str
         AUDIT_ACCESS_ENABLED="true",
         AUDIT_DATA_ENABLED="true",
         METRICS_ENABLED="true",
-        METRICS_TOKEN=secrets.token_urlsafe(32),  # production refuses open metrics
+        METRICS_TOKEN=METRICS_TOKEN,
         # The test client stands in for a load balancer: its X-Request-ID ties each request to
         # its rows (from anyone else, the server makes its own id).
         TRUSTED_PROXIES='["127.0.0.1/32"]',
@@ -197,6 +198,9 @@ async def _load_then_sigterm(server: subprocess.Popen[bytes], base_url: str, log
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with (
         httpx.AsyncClient(base_url=base_url, timeout=10) as probe,
+        httpx.AsyncClient(
+            base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        ) as scraper,
         httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as client,
     ):
         await wait_until_ready(server, probe, log)
@@ -210,12 +214,12 @@ async def _load_then_sigterm(server: subprocess.Popen[bytes], base_url: str, log
 
         # Two workers, one answering each scrape: the numbers are the whole server's. Both
         # pools (2 connections each) counted means both workers are serving.
-        await _scrape_until(probe, "db_pool_size", 4)
+        await _scrape_until(scraper, "db_pool_size", 4)
         for sequence in range(WARM_UP):
             attempts.append(attempt := _new_attempt("warm", sequence))
             await _create(client, attempt)
             assert attempt.status == 201, attempt
-        await _scrape_until(probe, "http_requests_total", WARM_UP, handler=PRODUCTS, status="201")
+        await _scrape_until(scraper, "http_requests_total", WARM_UP, handler=PRODUCTS, status="201")
 
         senders = [
             asyncio.create_task(_keep_creating(client, worker, attempts))
@@ -223,7 +227,7 @@ async def _load_then_sigterm(server: subprocess.Popen[bytes], base_url: str, log
         ]
         try:
             await asyncio.sleep(LOAD_BEFORE_SIGTERM_S)
-            served = _sum((await probe.get("/metrics")).text, "http_requests_inprogress")
+            served = _sum((await scraper.get("/metrics")).text, "http_requests_inprogress")
             in_flight = [attempt for attempt in attempts if not attempt.answered]
             acknowledged_before = sum(attempt.status == 201 for attempt in attempts)
             assert all(attempt.status == 201 for attempt in attempts if attempt.answered)
