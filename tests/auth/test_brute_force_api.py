@@ -195,3 +195,22 @@ async def test_password_changes_are_rate_limited_per_address_across_users(
         )
 
     assert [response.status_code for response in responses] == [403, 403, 429]
+
+
+async def test_every_forwarded_for_line_counts_not_only_the_clients_own(
+    anonymous_client: AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    """A proxy may append its own `X-Forwarded-For` line after the one the client sent: the
+    lines are one list, so the client's forged first line changes nothing."""
+    app.state.settings = settings.model_copy(update={"login_rate_limit": "3/minute"})
+
+    answers = [
+        await anonymous_client.post(
+            LOGIN,
+            data={"username": "nobody@example.com", "password": TEST_PASSWORD},
+            headers=[("X-Forwarded-For", f"198.51.100.{n}"), ("X-Forwarded-For", "203.0.113.7")],
+        )
+        for n in range(4)
+    ]
+
+    assert [answer.status_code for answer in answers] == [401, 401, 401, 429]

@@ -1217,6 +1217,13 @@ async def test_change_password_to_the_same_password_returns_422_and_keeps_everyt
 
     problem = assert_problem(response, 422, "invalid-input")
     assert [error["field"] for error in problem["errors"]] == ["body.new_password"]
+    for _ in range(settings.login_max_failures):  # the right password: never a failure
+        await anonymous_client.put(
+            MY_PASSWORD, json=password_change(new=TEST_PASSWORD), headers=bearer(pair.access_token)
+        )
+    row = await stored(session, user.id)
+    assert row is not None
+    assert row.locked_until is None
     row = await stored(session, user.id)
     assert row is not None
     assert row.hashed_password == hash_before

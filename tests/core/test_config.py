@@ -42,6 +42,7 @@ def test_production_accepts_a_real_configuration() -> None:
         ({"database_url": None}, "DATABASE_URL"),
         ({"first_superuser_password": EXAMPLE_SUPERUSER_PASSWORD}, "FIRST_SUPERUSER_PASSWORD"),
         ({"metrics_token": None}, "METRICS_TOKEN"),
+        ({"metrics_token": "short"}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:

@@ -129,6 +129,16 @@ async def test_a_caller_cannot_give_its_audit_rows_another_requests_id(
     assert set(recorded) == {own_id}
 
 
+async def test_two_request_ids_even_from_a_trusted_proxy_are_replaced(
+    proxied_client: AsyncClient,
+) -> None:
+    response = await proxied_client.get(
+        "/health/live", headers=[("X-Request-ID", "forged-1"), ("X-Request-ID", "proxy-1")]
+    )
+
+    assert response.headers["x-request-id"] not in {"forged-1", "proxy-1"}
+
+
 @pytest.mark.parametrize("hostile", ["a b", "x" * 200, "line\\nbreak", "<script>", ""])
 async def test_malformed_request_id_from_a_trusted_proxy_is_replaced(
     proxied_client: AsyncClient, hostile: str

@@ -347,6 +347,35 @@ async def test_a_nul_in_a_multipart_form_field_is_a_422_naming_it(
     assert _problem_names(response, "body.password") is None
 
 
+@pytest.mark.parametrize(
+    ("field", "utf7"),
+    [("password", "x+2AA-"), ("username", "ada+AAA-@example.com")],
+    ids=["lone-surrogate", "nul"],
+)
+async def test_a_multipart_charset_cannot_smuggle_unstorable_text(
+    anonymous_client: AsyncClient, field: str, utf7: str
+) -> None:
+    """The form parser honours a part's charset: in UTF-7, plain ASCII decodes to a lone
+    surrogate (`+2AA-`) or a NUL (`+AAA-`)."""
+    values = {"username": "ada@example.com", "password": "a long password"} | {field: utf7}
+    boundary = "XyZ"
+    body = (
+        "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            for name, value in values.items()
+        )
+        + f"--{boundary}--\r\n"
+    )
+
+    response = await anonymous_client.post(
+        "/api/v1/auth/sessions",
+        content=body.encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}; charset=utf-7"},
+    )
+
+    assert _problem_names(response, f"body.{field}") is None
+
+
 async def test_text_that_merely_looks_hostile_passes(client: AsyncClient) -> None:
     """Escaped backslashes, a surrogate *pair* (an emoji) and `%00` as text are fine."""
     response = await client.post(

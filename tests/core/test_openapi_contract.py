@@ -43,14 +43,27 @@ def test_every_error_answer_is_a_problem(document: dict[str, Any]) -> None:
     assert wrong == []
 
 
-def test_every_operation_that_reads_input_documents_its_422(document: dict[str, Any]) -> None:
+def test_every_operation_documents_the_input_rule_and_the_body_limit(
+    document: dict[str, Any],
+) -> None:
+    """A NUL in any query parameter, taken or not, is a 422; any method may carry a body."""
     missing = [
         f"{method} {path}"
         for method, path, operation in operations(document)
-        if (operation.get("parameters") or operation.get("requestBody"))
-        and "422" not in operation["responses"]
+        if not {"413", "422"} <= set(operation["responses"])
     ]
     assert missing == []
+
+
+def test_every_conditional_read_documents_its_304(document: dict[str, Any]) -> None:
+    missing = [
+        f"{method} {path}"
+        for method, path, operation in operations(document)
+        if any(p["name"].lower() == "if-none-match" for p in operation.get("parameters", []))
+        and "304" not in operation["responses"]
+    ]
+    assert missing == []
+    assert "304" in document["paths"]["/api/v1/users/{user_id}"]["get"]["responses"]
 
 
 def test_every_operation_with_a_body_documents_400_and_413(document: dict[str, Any]) -> None:

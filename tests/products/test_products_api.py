@@ -395,3 +395,15 @@ async def test_create_product_with_huge_chunked_body_returns_413(client: AsyncCl
     )
 
     assert_problem(response, 413)
+
+
+@pytest.mark.parametrize("price", [-0.0, "0.00", 0, 0.57, "0.57"])
+async def test_a_price_is_stored_exactly_and_never_negative_zero(
+    client: AsyncClient, price: object
+) -> None:
+    response = await client.post(
+        "/api/v1/products", json={"sku": "ZERO-1", "name": "Zero", "price": price}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["price"] in {"0.00", "0.57"}

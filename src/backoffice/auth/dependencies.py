@@ -14,7 +14,7 @@ from backoffice.auth.tokens import PasswordHasher
 from backoffice.core.config import Settings
 from backoffice.core.database import database_of
 from backoffice.core.errors import ForbiddenError
-from backoffice.core.network import client_ip
+from backoffice.core.network import client_ip, forwarded_for
 
 LOGIN_PATH = "/api/v1/auth/sessions"
 
@@ -45,8 +45,8 @@ async def get_client_key(request: Request, settings: SettingsDep) -> str:
     """Who the caller is for rate limits: its address (behind TRUSTED_PROXIES, the forwarded
     one), an IPv6 address by its /64."""
     peer = request.client.host if request.client else None
-    forwarded_for = request.headers.get("x-forwarded-for")
-    return client_key(client_ip(peer, forwarded_for, settings.trusted_proxies))
+    forwarded = forwarded_for(request.scope["headers"])
+    return client_key(client_ip(peer, forwarded, settings.trusted_proxies))
 
 
 ClientKey = Annotated[str, Depends(get_client_key)]

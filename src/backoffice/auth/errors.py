@@ -1,6 +1,6 @@
 from http import HTTPStatus
 
-from backoffice.core.errors import ConflictError, DomainError
+from backoffice.core.errors import ConflictError, DomainError, FieldError, InvalidInputError
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
 _INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -71,3 +71,20 @@ class RateLimitedError(DomainError):
     status_code = HTTPStatus.TOO_MANY_REQUESTS
     title = "Too Many Requests"
     slug = "rate-limited"
+
+
+class UnchangedPasswordError(InvalidInputError):
+    # The current password was right: the guess booked for it is cleared, and that must stick.
+    keeps_changes = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "new_password must differ from current_password.",
+            errors=[
+                FieldError(
+                    field="body.new_password",
+                    message="must differ from current_password",
+                    type="value_error",
+                )
+            ],
+        )

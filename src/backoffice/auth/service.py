@@ -13,6 +13,7 @@ from backoffice.auth.errors import (
     InvalidAccessTokenError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
+    UnchangedPasswordError,
     WrongCurrentPasswordError,
 )
 from backoffice.auth.models import RefreshToken, User
@@ -35,7 +36,7 @@ from backoffice.auth.tokens import (
     new_refresh_token,
 )
 from backoffice.core.config import Settings
-from backoffice.core.errors import FieldError, ForbiddenError, InvalidInputError
+from backoffice.core.errors import ForbiddenError
 
 log = structlog.get_logger(__name__)
 
@@ -277,16 +278,8 @@ async def change_password(
         _log_wrong_password(attempt)
         raise WrongCurrentPasswordError
     if new_password == current_password:
-        raise InvalidInputError(
-            "new_password must differ from current_password.",
-            errors=[
-                FieldError(
-                    field="body.new_password",
-                    message="must differ from current_password",
-                    type="value_error",
-                )
-            ],
-        )
+        await UserRepository(session).reset_login_failures(principal.id)
+        raise UnchangedPasswordError
     # Hashed before the request's transaction starts: no connection or row lock held meanwhile.
     new_hash = await guard.hasher.hash(new_password)
     users = UserRepository(session)

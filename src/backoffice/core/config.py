@@ -13,6 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # Shown in .env.example so a fresh clone runs; production refuses to start with it.
 EXAMPLE_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef0123456789"  # noqa: S105  # public on purpose
 MIN_SECRET_KEY_BYTES = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 EXAMPLE_SUPERUSER_EMAIL = "admin@example.com"
 EXAMPLE_SUPERUSER_PASSWORD = "change-me-admin-password"  # noqa: S105  # dev default, refused in production
 
@@ -134,10 +135,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FIRST_SUPERUSER_PASSWORD is the example value; set a real one in production"
             )
-        if self.metrics_enabled and not self.metrics_token:
+        token = self.metrics_token.get_secret_value() if self.metrics_token else ""
+        if self.metrics_enabled and len(token) < MIN_METRICS_TOKEN_LENGTH:
             raise ValueError(
-                "METRICS_TOKEN must be set in production while METRICS_ENABLED is on: /metrics "
-                "would otherwise answer anyone"
+                f"METRICS_TOKEN must be set, {MIN_METRICS_TOKEN_LENGTH} characters at least, in "
+                "production while METRICS_ENABLED is on: /metrics would otherwise answer anyone"
             )
         return self
 

@@ -90,11 +90,13 @@ def configure_logging(settings: Settings) -> None:
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == _REQUEST_ID_HEADER_BYTES:
-            candidate = value.decode("latin-1")
-            return candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
-    return None
+    """The proxy's id: one well-formed `X-Request-ID` line (two lines mean someone on the way
+    added theirs, and neither can be told to be the proxy's)."""
+    values = [value for name, value in scope["headers"] if name == _REQUEST_ID_HEADER_BYTES]
+    if len(values) != 1:
+        return None
+    candidate = values[0].decode("latin-1")
+    return candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
 
 
 class RequestIdMiddleware:

@@ -143,9 +143,10 @@ def _urlencoded_fields(body: bytes) -> list[str]:
     return list(_unstorable_pairs(pairs, "body"))
 
 
-async def _multipart_fields(scope: Scope, body: bytes, replay: Receive) -> list[str]:
-    if b"\x00" not in body:
-        return []
+async def _multipart_fields(scope: Scope, replay: Receive) -> list[str]:
+    # Always parsed, and as the app will parse it: a part's `charset` (utf-7, say) can turn
+    # harmless bytes into a NUL or a lone surrogate, so no byte scan can rule them out.
+    # Only the login form takes form bodies, so this is rare.
     try:
         async with Request(scope, replay).form() as form:
             pairs = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
@@ -163,7 +164,7 @@ async def _body_fields(scope: Scope, body: bytes, replay: Receive) -> list[str]:
     if media_type == "application/x-www-form-urlencoded":
         return _urlencoded_fields(body)
     if media_type == "multipart/form-data":
-        return await _multipart_fields(scope, body, replay)
+        return await _multipart_fields(scope, replay)
     return []
 
 

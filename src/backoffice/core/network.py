@@ -1,11 +1,19 @@
 """Who the client is when proxies stand in between."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 # Called on every request with the same few peers: parsing each once is enough.
 _parse = lru_cache(maxsize=4096)(ip_address)
+
+
+def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Every `X-Forwarded-For` line of a request, joined as one list (RFC 9110 section 5.3):
+    a proxy may append its own line rather than extend the client's, and reading the first
+    line alone would then believe the client."""
+    lines = [value.decode("latin-1") for name, value in headers if name == b"x-forwarded-for"]
+    return ", ".join(lines) if lines else None
 
 
 def client_ip(

@@ -33,13 +33,22 @@ def _problem_answer(description: str) -> dict[str, Any]:
 
 
 def _answers_every_operation_may_give(method: str, operation: Operation) -> dict[str, str]:
-    """Status -> description of what any operation of this shape can answer."""
-    answers: dict[str, str] = {}
-    if operation.get("parameters") or operation.get("requestBody"):
-        answers["422"] = "Validation Error: `errors` names each offending field"
+    """Status -> description of what any operation of this shape can answer. Every request
+    passes the input rule (a NUL anywhere, even in a query parameter the route does not take,
+    is a 422) and the body size limit (whatever the method)."""
+    answers = {
+        "422": "Validation Error: `errors` names each offending field",
+        "413": "Content Too Large: the body is over the size limit",
+    }
     if method in _WRITE_METHODS and operation.get("requestBody"):
         answers["400"] = "Malformed Request: the body is not what its Content-Type says"
-        answers["413"] = "Content Too Large: the body is over the size limit"
+    headers = {
+        p.get("name", "").lower()
+        for p in operation.get("parameters", [])
+        if p.get("in") == "header"
+    }
+    if "if-none-match" in headers:
+        answers["304"] = "Not Modified: the representation still has the ETag in If-None-Match"
     return answers
 
 
@@ -48,7 +57,9 @@ def _as_problems(method: str, operation: Operation) -> None:
     for status, description in _answers_every_operation_may_give(method, operation).items():
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():
-        if status.isdigit() and int(status) >= HTTPStatus.BAD_REQUEST:
+        if status == "304":
+            responses[status] = {"description": response.get("description") or "Not Modified"}
+        elif status.isdigit() and int(status) >= HTTPStatus.BAD_REQUEST:
             description = response.get("description") or HTTPStatus(int(status)).phrase
             responses[status] = _problem_answer(description)
 

@@ -137,7 +137,7 @@ def _money(value: Any) -> Decimal:
     amount = value if isinstance(value, Decimal) else _amount(value)
     if not amount.is_finite() or not 0 <= amount <= MONEY_MAX:
         raise ValueError(_MONEY_ERROR)
-    return amount.quantize(CENTS)
+    return amount.quantize(CENTS).copy_abs()  # -0.00 is 0.00
 
 
 _MONEY_NUMBER: JsonDict = {"type": "number", "minimum": 0, "maximum": 9999999999.99}
