@@ -11,8 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.audit.models import DataChange
+from backoffice.auth.models import User
 from backoffice.core.config import Settings
+from backoffice.core.database import Database
 from backoffice.core.main import create_app
+from tests.conftest import tokens_for
 from tests.helpers import assert_problem
 
 
@@ -78,6 +81,35 @@ async def test_unhandled_error_returns_500_that_leaks_nothing_and_is_logged(
     [entry] = [log for log in logs if log["event"] == "request.unhandled_error"]
     assert entry["log_level"] == "error"
     assert entry["exc_info"] is True
+
+
+async def test_a_500_is_the_end_of_the_error_not_raised_again_for_the_server_to_log(
+    app: FastAPI, settings: Settings, superuser: User, session: AsyncSession
+) -> None:
+    """Starlette's last resort answers a bug and then raises it again, and the server logs it a
+    second time, in plain text. The app's own answer ends it: the transport sees no error."""
+
+    async def explode() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", explode)
+    pair = await tokens_for(session, settings, superuser)
+    transport = ASGITransport(app=app, raise_app_exceptions=True)
+    async with AsyncClient(
+        transport=transport,
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {pair.access_token}"},
+    ) as strict_client:
+        response = await strict_client.get("/boom")
+
+    problem = assert_problem(response, 500)
+    assert problem["type"] == "urn:backoffice:problem:internal-server-error"
+
+
+def test_database_errors_keep_their_parameters_out_of_messages(settings: Settings) -> None:
+    database = Database.connect("postgresql://nobody@localhost/none", settings)
+
+    assert database.engine.sync_engine.hide_parameters
 
 
 async def test_request_id_is_generated_when_absent(client: AsyncClient) -> None:

@@ -222,6 +222,9 @@ class Database:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_pre_ping=False,
+            # A failed statement's message must not carry its parameters into a log line: they
+            # are the clients' data (emails, names) and our secrets' hashes.
+            hide_parameters=True,
             connect_args={
                 "server_settings": {
                     "application_name": settings.project_name,

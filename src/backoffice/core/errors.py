@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backoffice.core.logging import REQUEST_ID_HEADER
 from backoffice.core.text import scrub
@@ -238,7 +239,37 @@ def _server_error(request: Request, headers: Mapping[str, str] | None = None) ->
     )
 
 
+class UnhandledErrorMiddleware:
+    """Answers a bug with the 500 problem, logged once, and ends the error there.
+
+    Installed innermost, so every middleware around it (request id, access log, metrics) sees
+    an ordinary 500 answer. Starlette's own last resort would answer the same but then raise
+    the error again for the server to log: a second, plain-text traceback of every 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def remembering_send(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remembering_send)
+        except Exception:
+            if answered:  # too late for an answer: the server closes the connection
+                raise
+            await _server_error(Request(scope))(scope, receive, send)
+
+
 async def _unhandled_error(request: Request, _exc: Exception) -> JSONResponse:
+    # Only for errors raised outside UnhandledErrorMiddleware (in the middleware around it).
     request_id: str | None = getattr(request.state, "request_id", None)
     # This handler runs outside the request-id middleware, so it sets the header itself.
     return _server_error(request, {REQUEST_ID_HEADER: request_id} if request_id else None)

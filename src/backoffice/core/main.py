@@ -17,7 +17,12 @@ from backoffice.auth.users_router import router as users_router
 from backoffice.core import health
 from backoffice.core.config import Settings, get_settings
 from backoffice.core.database import database_lifespan
-from backoffice.core.errors import ForbiddenError, problem_responses, register_error_handlers
+from backoffice.core.errors import (
+    ForbiddenError,
+    UnhandledErrorMiddleware,
+    problem_responses,
+    register_error_handlers,
+)
 from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware, UnstorableTextMiddleware
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: the others see a plain 500
     app.add_middleware(UnstorableTextMiddleware)  # inside the body limit, which bounds it
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(AccessAuditMiddleware, settings=settings)
