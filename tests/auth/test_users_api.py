@@ -318,6 +318,30 @@ async def test_change_password_with_invalid_body_returns_422_and_keeps_everythin
     assert (await anonymous_client.get(ME, headers=bearer(pair.access_token))).status_code == 200
 
 
+async def test_change_password_to_the_same_password_returns_422_and_keeps_everything(
+    anonymous_client: AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    user = await create_user(session)
+    pair = await tokens_for(session, settings, user)
+    hash_before = user.hashed_password
+
+    response = await anonymous_client.put(
+        MY_PASSWORD, json=password_change(new=TEST_PASSWORD), headers=bearer(pair.access_token)
+    )
+
+    problem = assert_problem(response, 422, "invalid-input")
+    assert [error["field"] for error in problem["errors"]] == ["body.new_password"]
+    for _ in range(settings.login_max_failures):  # the right password: never a failure
+        await anonymous_client.put(
+            MY_PASSWORD, json=password_change(new=TEST_PASSWORD), headers=bearer(pair.access_token)
+        )
+    row = await stored(session, user.id)
+    assert row is not None
+    assert row.locked_until is None
+    assert row.hashed_password == hash_before
+    assert (await anonymous_client.get(ME, headers=bearer(pair.access_token))).status_code == 200
+
+
 async def test_change_password_accepts_exactly_12_characters(
     anonymous_client: AsyncClient, session: AsyncSession, settings: Settings
 ) -> None:
@@ -1202,29 +1226,3 @@ async def test_users_read_alone_allows_reading_but_not_changing(
     row = await stored(session, target.id)
     assert row is not None
     assert row.full_name == "Test User"
-
-
-async def test_change_password_to_the_same_password_returns_422_and_keeps_everything(
-    anonymous_client: AsyncClient, session: AsyncSession, settings: Settings
-) -> None:
-    user = await create_user(session)
-    pair = await tokens_for(session, settings, user)
-    hash_before = user.hashed_password
-
-    response = await anonymous_client.put(
-        MY_PASSWORD, json=password_change(new=TEST_PASSWORD), headers=bearer(pair.access_token)
-    )
-
-    problem = assert_problem(response, 422, "invalid-input")
-    assert [error["field"] for error in problem["errors"]] == ["body.new_password"]
-    for _ in range(settings.login_max_failures):  # the right password: never a failure
-        await anonymous_client.put(
-            MY_PASSWORD, json=password_change(new=TEST_PASSWORD), headers=bearer(pair.access_token)
-        )
-    row = await stored(session, user.id)
-    assert row is not None
-    assert row.locked_until is None
-    row = await stored(session, user.id)
-    assert row is not None
-    assert row.hashed_password == hash_before
-    assert (await anonymous_client.get(ME, headers=bearer(pair.access_token))).status_code == 200

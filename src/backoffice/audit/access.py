@@ -34,7 +34,7 @@ from backoffice.audit.models import (
 )
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
-from backoffice.core.network import client_ip, forwarded_for
+from backoffice.core.network import client_ip, forwarded_chain
 from backoffice.core.text import scrub
 
 log = structlog.get_logger(__name__)
@@ -267,7 +267,7 @@ class AccessAuditMiddleware:
                 user_id=state.get("user_id"),
                 client_ip=client_ip(
                     peer[0] if peer else None,
-                    forwarded_for(scope["headers"]),
+                    forwarded_chain(scope["headers"]),
                     settings.trusted_proxies,
                 ),
                 user_agent=storable(user_agent, USER_AGENT_MAX_LENGTH) if user_agent else None,

@@ -14,7 +14,7 @@ from backoffice.auth.tokens import PasswordHasher
 from backoffice.core.config import Settings
 from backoffice.core.database import database_of
 from backoffice.core.errors import ForbiddenError
-from backoffice.core.network import client_ip, forwarded_for
+from backoffice.core.network import client_ip, forwarded_chain
 
 LOGIN_PATH = "/api/v1/auth/sessions"
 
@@ -45,7 +45,7 @@ async def get_client_key(request: Request, settings: SettingsDep) -> str:
     """Who the caller is for rate limits: its address (behind TRUSTED_PROXIES, the forwarded
     one), an IPv6 address by its /64."""
     peer = request.client.host if request.client else None
-    forwarded = forwarded_for(request.scope["headers"])
+    forwarded = forwarded_chain(request.scope["headers"])
     return client_key(client_ip(peer, forwarded, settings.trusted_proxies))
 
 

@@ -1,6 +1,6 @@
 """Sessions and tokens: `/auth/sessions` (login, logout) and `/auth/tokens` (refresh)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 import structlog
@@ -17,6 +17,7 @@ from backoffice.auth.dependencies import (
 from backoffice.auth.errors import AuthenticationError, RateLimitedError
 from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
+from backoffice.core.config import Settings
 from backoffice.core.database import SessionDep
 from backoffice.core.errors import problem_responses
 
@@ -26,12 +27,19 @@ log = structlog.get_logger(__name__)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 section 5.1
 
 
-async def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
-    state = request.app.state
-    if not hasattr(state, "login_limiter"):
-        state.login_limiter = RateLimiter.for_login(settings)
-    limiter: RateLimiter = state.login_limiter
+def _app_limiter(
+    request: Request, name: str, make: Callable[[Settings], RateLimiter], settings: Settings
+) -> RateLimiter:
+    """The app's limiter `name`, made on first use from the settings then in force."""
+    limiter: RateLimiter | None = getattr(request.app.state, name, None)
+    if limiter is None:
+        limiter = make(settings)
+        setattr(request.app.state, name, limiter)
     return limiter
+
+
+async def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
+    return _app_limiter(request, "login_limiter", RateLimiter.for_login, settings)
 
 
 async def enforce_rate_limit(
@@ -62,11 +70,9 @@ async def rate_limit_login(
 
 
 async def _password_change_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
-    state = request.app.state
-    if not hasattr(state, "password_change_limiter"):
-        state.password_change_limiter = RateLimiter.for_password_change(settings)
-    limiter: RateLimiter = state.password_change_limiter
-    return limiter
+    return _app_limiter(
+        request, "password_change_limiter", RateLimiter.for_password_change, settings
+    )
 
 
 async def rate_limit_password_change(

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 _parse = lru_cache(maxsize=4096)(ip_address)
 
 
-def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+def forwarded_chain(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Every `X-Forwarded-For` line of a request, joined as one list (RFC 9110 section 5.3):
     a proxy may append its own line rather than extend the client's, and reading the first
     line alone would then believe the client."""
