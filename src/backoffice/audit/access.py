@@ -34,6 +34,7 @@ from backoffice.audit.models import (
 )
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
+from backoffice.core.errors import sqlstate_of
 from backoffice.core.network import client_ip, forwarded_chain
 from backoffice.core.text import scrub
 
@@ -69,20 +70,11 @@ def storable(value: str, max_length: int) -> str:
     return scrub(value[:max_length])
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    # asyncpg's errors carry their SQLSTATE; SQLAlchemy's wrap them.
-    for error in (exc, getattr(exc, "orig", None), exc.__cause__):
-        sqlstate = getattr(error, "sqlstate", None)
-        if isinstance(sqlstate, str):
-            return sqlstate
-    return None
-
-
 def _refused_data(exc: BaseException) -> bool:
     """Whether the database (or the driver, for a value it cannot encode) refused the data,
     as opposed to failing to be reached. asyncpg's COPY encoder raises a plain ValueError
     (UnicodeEncodeError for a lone surrogate)."""
-    sqlstate = _sqlstate(exc)
+    sqlstate = sqlstate_of(exc)
     return isinstance(exc, ValueError) or (
         sqlstate is not None and sqlstate.startswith(_REFUSED_DATA_CLASSES)
     )
@@ -90,7 +82,7 @@ def _refused_data(exc: BaseException) -> bool:
 
 def _describe(exc: BaseException) -> str:
     """The error's class and SQLSTATE, not its message: that quotes the refused values."""
-    sqlstate = _sqlstate(exc)
+    sqlstate = sqlstate_of(exc)
     return f"{type(exc).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(exc).__name__
 
 

@@ -287,18 +287,22 @@ _DATA_EXCEPTION_DETAILS: Mapping[str, str] = {
 }
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    # SQLAlchemy's asyncpg adapter carries the SQLSTATE; asyncpg's own client-side refusals
-    # (a string it cannot encode, a date it cannot convert) arrive as 22000.
-    driver_error = getattr(exc.orig, "__cause__", None)
-    state = getattr(exc.orig, "sqlstate", None) or getattr(driver_error, "sqlstate", None)
-    return state if isinstance(state, str) else None
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error: asyncpg's own, or under SQLAlchemy's wrapping (its
+    asyncpg adapter carries it too). asyncpg's client-side refusals (a string it cannot
+    encode, a date it cannot convert) arrive as 22000."""
+    wrapped = getattr(exc, "orig", None)
+    for error in (exc, wrapped, getattr(wrapped, "__cause__", None), exc.__cause__):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
 
 
 async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
     """The last line of defence for values the database cannot hold: whatever route let one
     through, the client gets a 422 problem, not a 500. Any other database error is a 500."""
-    sqlstate = _sqlstate(exc)
+    sqlstate = sqlstate_of(exc)
     if sqlstate is None or not sqlstate.startswith(_DATA_EXCEPTION_CLASS):
         return _server_error(request)  # inside the request-id middleware: no header here
     # No traceback and no statement: its parameters are the client's data.

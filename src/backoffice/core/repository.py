@@ -20,6 +20,7 @@ from backoffice.core.errors import (
     InvalidInputError,
     NotFoundError,
     PreconditionFailedError,
+    sqlstate_of,
 )
 from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor
 
@@ -32,10 +33,7 @@ _NOT_NULL_VIOLATION = "23502"
 def _integrity_details(exc: IntegrityError) -> tuple[str | None, str | None]:
     """(SQLSTATE, constraint name) of a failed statement, from the asyncpg error under it."""
     driver_error = getattr(exc.orig, "__cause__", None)
-    return (
-        getattr(exc.orig, "sqlstate", None) or getattr(driver_error, "sqlstate", None),
-        getattr(driver_error, "constraint_name", None),
-    )
+    return sqlstate_of(exc), getattr(driver_error, "constraint_name", None)
 
 
 _DEFAULT_ERRORS: Mapping[str | None, DomainError] = {
