@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.service import unlock_account_by_email
@@ -26,12 +27,12 @@ from backoffice.core.migrations import apply_migrations
 APP = "backoffice.core.main:create_app"
 
 
-async def _bootstrap(url: str) -> list[str]:
-    settings = get_settings()
-    database = Database.connect(url, settings)
+async def _in_transaction[T](url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work` in one committed transaction on a connection of its own, for the commands."""
+    database = Database.connect(url, get_settings())
     try:
         async with database.sessions.begin() as session:
-            return await ensure_defaults(session, settings)
+            return await work(session)
     finally:
         await database.dispose()
 
@@ -47,7 +48,9 @@ def _prepare_database(*, migrate: bool) -> str:
     url = asyncio.run(app_database_url(settings))
     # Idempotent: the default roles and the first superuser, so the first login works (in
     # production FIRST_SUPERUSER_PASSWORD must be set: the example one is refused).
-    created = asyncio.run(_bootstrap(url))
+    created = asyncio.run(
+        _in_transaction(url, lambda session: ensure_defaults(session, get_settings()))
+    )
     print(f"bootstrap: created {', '.join(created)}" if created else "bootstrap: up to date")
     # Workers are separate processes: they get the URL instead of each resolving it again.
     os.environ["DATABASE_URL"] = url
@@ -117,13 +120,8 @@ def _migrate(_: argparse.Namespace) -> None:
 
 
 async def _unlock(email: str) -> int | None:
-    settings = get_settings()
-    database = Database.connect(await app_database_url(settings), settings)
-    try:
-        async with database.sessions.begin() as session:
-            return await unlock_account_by_email(session, email)
-    finally:
-        await database.dispose()
+    url = await app_database_url(get_settings())
+    return await _in_transaction(url, lambda session: unlock_account_by_email(session, email))
 
 
 def _unlock_user(args: argparse.Namespace) -> None:
