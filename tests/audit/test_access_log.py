@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backoffice.audit.access import AccessEntry, AccessLogWriter, access_log_lifespan
 from backoffice.audit.models import AccessLog
@@ -19,6 +19,7 @@ from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.text import REPLACEMENT
 from tests.conftest import _client
+from tests.live_server import free_port
 
 PRODUCTS = "/api/v1/products"
 
@@ -258,6 +259,113 @@ async def _tick() -> None:
     import asyncio
 
     await asyncio.sleep(0.01)
+
+
+def _unreachable(settings: Settings) -> Database:
+    """A database nothing listens for: every connection attempt is refused."""
+    return Database.connect(f"postgresql://nobody@127.0.0.1:{free_port()}/none", settings)
+
+
+async def test_while_the_database_is_away_entries_wait_and_are_written_when_it_returns(
+    settings: Settings, connection: AsyncConnection, session: AsyncSession
+) -> None:
+    away = _unreachable(settings)
+    sessions = async_sessionmaker(away.engine, expire_on_commit=False)
+    writer = AccessLogWriter(sessions, max_queue=100, batch_size=2, flush_interval_s=60)
+    try:
+        for number in range(5):
+            writer.record(entry(number))
+        with structlog.testing.capture_logs() as logs:
+            kept = await writer.flush()
+        assert (kept, writer.depth, writer.dropped, writer.written) == (False, 5, 0, 0)
+        assert [line for line in logs if line["log_level"] in {"error", "critical"}] == []
+
+        # The database is back (the test's own transaction stands in for it).
+        sessions.configure(bind=connection, join_transaction_mode="create_savepoint")
+        assert await writer.flush() is True
+    finally:
+        await away.dispose()
+
+    assert (writer.depth, writer.dropped, writer.written) == (0, 0, 5)
+    assert [row.request_id for row in await logged(session)] == [
+        f"request-{number}" for number in range(5)
+    ]
+
+
+async def test_while_the_database_is_away_only_the_queue_overflow_is_dropped_and_counted(
+    settings: Settings,
+) -> None:
+    away = _unreachable(settings)
+    writer = AccessLogWriter(
+        async_sessionmaker(away.engine), max_queue=5, batch_size=3, flush_interval_s=60
+    )
+    try:
+        for number in range(4):
+            writer.record(entry(number))
+        assert await writer.flush() is False  # a batch taken out and put back
+        with structlog.testing.capture_logs() as logs:
+            for number in range(4, 8):
+                writer.record(entry(number))
+        assert await writer.flush() is False
+    finally:
+        await away.dispose()
+
+    assert (writer.depth, writer.dropped) == (5, 3)
+    assert [line["event"] for line in logs] == ["audit.access_dropped"] * 2  # at 1 and 2
+    assert [queued.request_id for queued in writer._queue] == [
+        f"request-{number}" for number in range(3, 8)
+    ]
+
+
+async def test_the_background_task_retries_until_the_database_returns(
+    settings: Settings, connection: AsyncConnection, session: AsyncSession
+) -> None:
+    away = _unreachable(settings)
+    sessions = async_sessionmaker(away.engine, expire_on_commit=False)
+    writer = AccessLogWriter(sessions, max_queue=100, batch_size=1, flush_interval_s=60)
+    writer.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            writer.record(entry(1))  # a full batch: the writer tries at once, and fails
+            for _ in range(200):
+                if any(line["event"] == "audit.access_write_deferred" for line in logs):
+                    break
+                await _tick()
+            sessions.configure(bind=connection, join_transaction_mode="create_savepoint")
+            for _ in range(500):  # the back-off starts at a quarter of a second
+                if writer.written == 1:
+                    break
+                await _tick()
+    finally:
+        await writer.stop()
+        await away.dispose()
+
+    assert writer.written == 1
+    assert [line["event"] for line in logs if line["event"].startswith("audit.")] == [
+        "audit.access_write_deferred",
+        "audit.access_write_resumed",
+    ]
+    assert len(await logged(session)) == 1
+
+
+async def test_shutdown_with_the_database_away_counts_what_it_could_not_write(
+    settings: Settings,
+) -> None:
+    away = _unreachable(settings)
+    writer = AccessLogWriter(
+        async_sessionmaker(away.engine), max_queue=100, batch_size=10, flush_interval_s=60
+    )
+    for number in range(3):
+        writer.record(entry(number))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await writer.stop()
+    finally:
+        await away.dispose()
+
+    assert (writer.depth, writer.dropped, writer.written) == (0, 3, 0)
+    [warning] = [line for line in logs if line["event"] == "audit.access_unwritten_at_shutdown"]
+    assert warning["entries"] == 3
 
 
 async def test_shutdown_flushes_everything_still_queued(

@@ -4,6 +4,8 @@ The middleware hands each finished request to `AccessLogWriter.record`, which on
 bounded in-memory queue; a background task inserts what is queued in batches. When the queue is
 full the oldest entries are dropped and counted (a request is never made to wait for the
 audit), and on a clean shutdown everything still queued is written before the engine goes away.
+While the database is unavailable nothing is lost but the queue's overflow: the writer keeps the
+entries and retries with back-off until the database is back.
 Every stored value is made storable first (no NUL, no lone surrogate, within its column's
 length), and a batch the database refuses anyway is retried row by row, so a bad row costs only
 itself.
@@ -11,6 +13,7 @@ itself.
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -34,7 +37,7 @@ from backoffice.audit.models import (
 )
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
-from backoffice.core.errors import sqlstate_of
+from backoffice.core.errors import database_unavailable, describe_error, sqlstate_of
 from backoffice.core.network import client_ip, forwarded_chain
 from backoffice.core.text import scrub
 
@@ -63,6 +66,10 @@ _as_record = attrgetter(*_COLUMNS)  # a flat tuple; dataclasses.astuple would de
 # SQLSTATE classes of a refusal of the data itself (22 data exception, 23 integrity): only then
 # is a batch retried row by row. A lost connection fails every row alike.
 _REFUSED_DATA_CLASSES = ("22", "23")
+# Back-off between attempts while the database is unavailable (each wait is jittered down to
+# half, so the workers of a fleet do not all return at once).
+_RETRY_MIN_S = 0.25
+_RETRY_MAX_S = 5.0
 
 
 def storable(value: str, max_length: int) -> str:
@@ -80,14 +87,12 @@ def _refused_data(exc: BaseException) -> bool:
     )
 
 
-def _describe(exc: BaseException) -> str:
-    """The error's class and SQLSTATE, not its message: that quotes the refused values."""
-    sqlstate = sqlstate_of(exc)
-    return f"{type(exc).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(exc).__name__
-
-
 class AccessLogWriter:
-    """Bounded queue + batching inserter. `record` never blocks and never raises."""
+    """Bounded queue + batching inserter. `record` never blocks and never raises.
+
+    While the database is unavailable the queue keeps what it holds and the writer retries
+    with a growing, jittered back-off; only the queue's overflow loses entries, each counted
+    in `dropped` (exported as `audit_access_dropped_total`)."""
 
     def __init__(
         self,
@@ -112,46 +117,70 @@ class AccessLogWriter:
         return len(self._queue)
 
     def record(self, entry: AccessEntry) -> None:
-        if len(self._queue) >= self._max_queue:
+        self._queue.append(entry)
+        self._drop_overflow()
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    def _drop_overflow(self) -> None:
+        """Keep the newest `max_queue` entries: the oldest go first, counted."""
+        while len(self._queue) > self._max_queue:
             self._queue.popleft()
             self.dropped += 1
             # Once per power of two: a flood is visible in the logs without flooding them.
             if self.dropped & (self.dropped - 1) == 0:
                 log.warning("audit.access_dropped", dropped=self.dropped, queue=self._max_queue)
-        self._queue.append(entry)
-        if len(self._queue) >= self._batch_size:
-            self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="access-log-writer")
 
     async def stop(self) -> None:
-        """Stop the background task, then write everything still queued."""
+        """Stop the background task, then write everything still queued. With the database
+        down, one attempt: what it cannot write is counted as dropped and warned about."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        if not await self.flush() and self._queue:
+            self.dropped += len(self._queue)
+            log.warning("audit.access_unwritten_at_shutdown", entries=len(self._queue))
+            self._queue.clear()
 
     async def _run(self) -> None:
+        retry_in = 0.0  # seconds; 0 while the database takes our writes
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+            if retry_in:
+                await asyncio.sleep(retry_in * random.uniform(0.5, 1))  # noqa: S311  # jitter, not crypto
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
             self._wake.clear()
-            await self.flush()
+            if await self.flush():
+                if retry_in:
+                    log.info("audit.access_write_resumed", queued=self.depth)
+                retry_in = 0.0
+            else:
+                if not retry_in:
+                    log.warning("audit.access_write_deferred", queued=self.depth)
+                retry_in = min(max(2 * retry_in, _RETRY_MIN_S), _RETRY_MAX_S)
 
-    async def flush(self) -> None:
-        """Insert everything queued, a batch per transaction. A batch whose data the database
-        refuses is retried row by row, so only the bad rows are lost (counted as dropped and
-        warned); a batch that fails otherwise is logged and counted as dropped: the queue must
-        keep moving."""
+    async def flush(self) -> bool:
+        """Insert everything queued, a batch per transaction. False, with the batch back at
+        the head of the queue, when the database is unavailable: the caller retries later.
+        A batch whose data the database refuses is retried row by row, so only the bad rows
+        are lost (counted as dropped and warned); a batch that fails otherwise is logged and
+        counted as dropped: the queue must keep moving."""
         while self._queue:
             count = min(self._batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(count)]
             try:
                 await self._insert(batch)
             except Exception as exc:
+                if database_unavailable(exc):
+                    self._queue.extendleft(reversed(batch))
+                    self._drop_overflow()  # record() may have filled the queue meanwhile
+                    return False
                 if len(batch) > 1 and _refused_data(exc):
                     await self._insert_one_by_one(batch)
                 else:
@@ -159,6 +188,7 @@ class AccessLogWriter:
                     log.exception("audit.access_write_failed", entries=len(batch))
             else:
                 self.written += len(batch)
+        return True
 
     async def _insert_one_by_one(self, batch: Sequence[AccessEntry]) -> None:
         for entry in batch:
@@ -169,7 +199,7 @@ class AccessLogWriter:
                 log.warning(
                     "audit.access_entry_refused",
                     request_id=storable(entry.request_id, REQUEST_ID_MAX_LENGTH),
-                    error=_describe(exc),
+                    error=describe_error(exc),
                 )
             else:
                 self.written += 1

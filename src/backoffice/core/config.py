@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 10
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
+    # Outage bounds (README, "When the database fails"): how long a request waits for a new
+    # connection, then for a free one from the pool, before it is answered 503.
+    db_connect_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 2_000
+    db_pool_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 2_000
+    # A ping per checkout. Off: a connection the server closed (restart, failover) is already
+    # noticed for free; on only where a network can drop a peer without a trace.
+    db_pool_pre_ping: bool = False
+    # /health/ready's own bound, on a connection of its own: an orchestrator hears "not ready"
+    # in well under a second, whatever the pool is doing.
+    health_timeout_ms: Annotated[int, Field(ge=50, le=10_000)] = 500
     migrations_dir: Path = PROJECT_ROOT / "migrations"
 
     # Secrets and tokens

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import Dialect, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,7 +25,13 @@ from sqlalchemy.ext.asyncio import (
 from backoffice.audit import changes
 from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.core.config import Settings
-from backoffice.core.errors import DomainError
+from backoffice.core.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseUnreachableError,
+    DomainError,
+    database_unavailable,
+    describe_error,
+)
 
 EMBEDDED_DATABASE_NAME = "backoffice"
 # The group role the migrations grant the application's rights to
@@ -193,8 +199,10 @@ async def check_app_role(engine: AsyncEngine, settings: Settings) -> list[str]:
     try:
         async with asyncio.timeout(_ROLE_CHECK_TIMEOUT_S):
             problems = await app_role_problems(engine)
-    except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
-        log.warning("database.role_check_skipped", error=type(exc).__name__)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        log.warning("database.role_check_skipped", error=describe_error(exc))
         return []
     if not problems:
         return []
@@ -209,29 +217,73 @@ async def check_app_role(engine: AsyncEngine, settings: Settings) -> list[str]:
     return problems
 
 
+def _create_engine(url: str, settings: Settings, **pool: Any) -> AsyncEngine:
+    """An engine whose waits are all bounded (connect, pool checkout, statement), whose pool
+    never hands out a connection the server has closed, and whose failures to connect carry
+    one type (DatabaseUnreachableError) for the error mapper."""
+    statement_timeout_s = settings.db_statement_timeout_ms / 1000
+    engine = create_async_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=settings.db_pool_pre_ping,
+        # A failed statement's message must not carry its parameters into a log line: they
+        # are the clients' data (emails, names) and our secrets' hashes.
+        hide_parameters=True,
+        connect_args={
+            "timeout": settings.db_connect_timeout_ms / 1000,
+            # The server cancels a statement at statement_timeout; this bound is for a server
+            # that cannot answer at all (frozen, or a network that drops packets).
+            "command_timeout": statement_timeout_s + 1 if statement_timeout_s else None,
+            "server_settings": {
+                "application_name": settings.project_name,
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "timezone": "UTC",
+            },
+        },
+        **pool,
+    )
+    event.listen(engine.sync_engine, "do_connect", _connect_or_unreachable)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _connect_or_unreachable(
+    dialect: Dialect, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as exc:  # refused, no socket, timed out (TimeoutError is an OSError)
+        raise DatabaseUnreachableError(type(exc).__name__) from exc
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection whose server went away while it sat idle (a restart, a failover)
+    is already closed on our side: asyncpg saw the socket close. Refusing it here makes the
+    pool discard it and open a fresh one, so no request pays for the outage after it ended."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("closed by the server while idle in the pool")
+
+
 @dataclass(slots=True)
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     read_sessions: async_sessionmaker[AsyncSession]
+    # /health/ready's own single connection: a pool busy with requests must not make the node
+    # look dead, and a dead database must not make the probe wait for the pool's time-out.
+    probe: AsyncEngine | None = None
 
     @classmethod
     def connect(cls, url: str, settings: Settings) -> "Database":
-        engine = create_async_engine(
-            sqlalchemy_url(url),
+        engine = _create_engine(
+            url,
+            settings,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
-            pool_pre_ping=False,
-            # A failed statement's message must not carry its parameters into a log line: they
-            # are the clients' data (emails, names) and our secrets' hashes.
-            hide_parameters=True,
-            connect_args={
-                "server_settings": {
-                    "application_name": settings.project_name,
-                    "statement_timeout": str(settings.db_statement_timeout_ms),
-                    "timezone": "UTC",
-                }
-            },
+            pool_timeout=settings.db_pool_timeout_ms / 1000,
+        )
+        probe_timeout_s = settings.health_timeout_ms / 1000
+        probe = _create_engine(
+            url, settings, pool_size=1, max_overflow=0, pool_timeout=probe_timeout_s
         )
         # Reads run one statement each: autocommit spares the BEGIN and COMMIT round trips.
         read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -242,10 +294,18 @@ class Database:
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False, info=info),
             read_sessions=async_sessionmaker(read_engine, expire_on_commit=False, info=info),
+            probe=probe,
         )
+
+    async def ping(self) -> None:
+        """One round trip to the database, on the probe's connection."""
+        async with (self.probe or self.engine).connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.probe is not None:
+            await self.probe.dispose()
 
 
 def database_of(request: Request) -> Database:
@@ -265,7 +325,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        await session.flush()  # a failure up to here stored nothing: an ordinary error
+        await _commit(session)
+
+
+async def _commit(session: AsyncSession) -> None:
+    """COMMIT, the one step whose failure leaves the outcome unknown: the connection may have
+    dropped before the server got it, or after it committed but before we heard so. Never
+    answered as a success, nor as "nothing happened"."""
+    try:
         await session.commit()
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise CommitOutcomeUnknownError from exc
+        raise
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -6,6 +6,7 @@ bug, leaves through this module as `application/problem+json`.
 
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import structlog
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -112,6 +114,46 @@ class ServiceUnavailableError(DomainError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
     title = "Service Unavailable"
     slug = "service-unavailable"
+
+
+# How long a client should wait before retrying a request the database could not serve: about
+# the time the app itself needs to notice the database is back (its connect time-out).
+RETRY_AFTER_S = 2
+_RETRY_LATER: Mapping[str, str] = MappingProxyType({"Retry-After": str(RETRY_AFTER_S)})
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database could not be reached, or did not answer in time: nothing was stored."""
+
+    slug = "database-unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unavailable; the request was not carried out. Retry after the "
+            "delay in Retry-After.",
+            headers=_RETRY_LATER,
+        )
+
+
+class CommitOutcomeUnknownError(ServiceUnavailableError):
+    """The connection was lost while the change was being committed: it may or may not
+    have been stored, and only reading it back can tell."""
+
+    slug = "commit-outcome-unknown"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database connection was lost while the change was being committed, so it "
+            "may or may not have been stored. Read the resource back before you retry "
+            '(README, "When the database fails").',
+            headers=_RETRY_LATER,
+        )
+
+
+class DatabaseUnreachableError(ConnectionError):
+    """A connection to the database could not be opened (refused, no such socket, timed
+    out). The driver raises these as plain OSErrors; the engine gives them this one type, so
+    the error mapper cannot mistake another OSError for an outage."""
 
 
 def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
@@ -287,6 +329,30 @@ _DATA_EXCEPTION_DETAILS: Mapping[str, str] = {
 }
 
 
+# SQLSTATEs that say the database is away, not that the request is wrong: class 08
+# (connection exception), class 53 (insufficient resources: too many connections, disk full),
+# 57014 (statement time-out), 57P01-57P03 (shut down, crashed, starting up).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database could not serve the request (an outage, a lost
+    connection, a time-out), as opposed to refusing it: the caller may retry later."""
+    if isinstance(exc, DatabaseUnreachableError | TimeoutError | SQLAlchemyTimeoutError):
+        return True  # TimeoutError: the driver's statement time-out or a connect time-out
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = sqlstate_of(exc)
+    return sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error's class and SQLSTATE for a log line, never its message: a database error's
+    message may quote the values it refused."""
+    sqlstate = sqlstate_of(exc)
+    return f"{type(exc).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(exc).__name__
+
+
 def sqlstate_of(exc: BaseException) -> str | None:
     """The SQLSTATE of a database error: asyncpg's own, or under SQLAlchemy's wrapping (its
     asyncpg adapter carries it too). asyncpg's client-side refusals (a string it cannot
@@ -299,9 +365,22 @@ def sqlstate_of(exc: BaseException) -> str | None:
     return None
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A 503 with Retry-After for any request the database could not serve, wherever the
+    failure surfaced (authentication, a route, the commit). One warning line, no traceback:
+    an outage fails every request alike, and a traceback each would drown the logs."""
+    log.warning(
+        "request.database_unavailable", error=describe_error(exc), path=scrub(request.url.path)
+    )
+    return await _domain_error(request, DatabaseUnavailableError())
+
+
 async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    """The last line of defence for values the database cannot hold: whatever route let one
-    through, the client gets a 422 problem, not a 500. Any other database error is a 500."""
+    """A lost or unreachable database is a 503 (above). Otherwise this is the last line of
+    defence for values the database cannot hold: whatever route let one through, the client
+    gets a 422 problem, not a 500. Any other database error is a 500."""
+    if database_unavailable(exc):
+        return await _database_unavailable(request, exc)
     sqlstate = sqlstate_of(exc)
     if sqlstate is None or not sqlstate.startswith(_DATA_EXCEPTION_CLASS):
         return _server_error(request)  # inside the request-id middleware: no header here
@@ -325,4 +404,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]  # see above
+    for unavailable in (DatabaseUnreachableError, TimeoutError, SQLAlchemyTimeoutError):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled_error)
