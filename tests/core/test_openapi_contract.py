@@ -75,6 +75,22 @@ def test_every_operation_with_a_body_documents_400_and_413(document: dict[str, A
     assert missing == []
 
 
+def test_every_operation_that_needs_the_database_documents_its_503_and_retry_after(
+    document: dict[str, Any],
+) -> None:
+    """Every API operation reads the database (authentication does, at least); the probes
+    that do not, /health/live, must not promise a 503."""
+    missing = [
+        f"{method} {path}"
+        for method, path, operation in operations(document)
+        if path.startswith("/api/")
+        and "Retry-After" not in operation["responses"].get("503", {}).get("headers", {})
+    ]
+    assert missing == []
+    assert "503" in document["paths"]["/health/ready"]["get"]["responses"]
+    assert "503" not in document["paths"]["/health/live"]["get"]["responses"]
+
+
 def test_fastapis_own_validation_error_schemas_are_gone(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
 

@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
 
     register_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, database_prefix=API_PREFIX)
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
     app.add_middleware(UnhandledErrorMiddleware)  # innermost: the others see a plain 500

@@ -2,9 +2,10 @@
 
 FastAPI documents a 422 as `application/json` with its own `HTTPValidationError`, and knows
 nothing of the answers every operation can give whatever its route declares: a body that is not
-JSON (400), one over the size limit (413). Every error this API sends is RFC 9457
-`application/problem+json` with the `Problem` schema (core/errors.py), so one rule, applied
-here to the generated document, describes them all; a new route inherits it.
+JSON (400), one over the size limit (413), a database that is unavailable (503, with
+Retry-After). Every error this API sends is RFC 9457 `application/problem+json` with the
+`Problem` schema (core/errors.py), so one rule, applied here to the generated document,
+describes them all; a new route inherits it.
 
 The same goes for the one rule every string obeys (core/middleware.py): no NUL, which
 PostgreSQL text cannot store. Every string schema without a pattern of its own gets one that
@@ -28,18 +29,37 @@ NO_NUL_PATTERN = "^[^\\x00]*$"
 type Operation = dict[str, Any]
 
 
-def _problem_answer(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}}
+_UNAVAILABLE = "503"
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
-def _answers_every_operation_may_give(method: str, operation: Operation) -> dict[str, str]:
+def _problem_answer(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}}
+    return answer | {"headers": headers} if headers else answer
+
+
+def _answers_every_operation_may_give(
+    method: str, operation: Operation, *, needs_database: bool
+) -> dict[str, str]:
     """Status -> description of what any operation of this shape can answer. Every request
     passes the input rule (a NUL anywhere, even in a query parameter the route does not take,
-    is a 422) and the body size limit (whatever the method)."""
+    is a 422) and the body size limit (whatever the method); every one that needs the
+    database can find it unavailable."""
     answers = {
         "422": "Validation Error: `errors` names each offending field",
         "413": "Content Too Large: the body is over the size limit",
     }
+    if needs_database:
+        answers[_UNAVAILABLE] = (
+            "Service Unavailable: the database is unavailable (`database-unavailable`: "
+            "nothing was done) or the connection was lost during the commit "
+            "(`commit-outcome-unknown`: read back before retrying); retry after Retry-After"
+        )
     if method in _WRITE_METHODS and operation.get("requestBody"):
         answers["400"] = "Malformed Request: the body is not what its Content-Type says"
     headers = {
@@ -52,16 +72,18 @@ def _answers_every_operation_may_give(method: str, operation: Operation) -> dict
     return answers
 
 
-def _as_problems(method: str, operation: Operation) -> None:
+def _as_problems(method: str, operation: Operation, *, needs_database: bool) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    for status, description in _answers_every_operation_may_give(method, operation).items():
+    answers = _answers_every_operation_may_give(method, operation, needs_database=needs_database)
+    for status, description in answers.items():
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():
         if status == "304":
             responses[status] = {"description": response.get("description") or "Not Modified"}
         elif status.isdigit() and int(status) >= HTTPStatus.BAD_REQUEST:
             description = response.get("description") or HTTPStatus(int(status)).phrase
-            responses[status] = _problem_answer(description)
+            headers = _RETRY_AFTER if status == _UNAVAILABLE else response.get("headers")
+            responses[status] = _problem_answer(description, headers)
 
 
 def _problem_schemas(components: dict[str, Any]) -> None:
@@ -88,21 +110,24 @@ def _strings_without_nul(node: object) -> None:
         _strings_without_nul(value)
 
 
-def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
+def describe_problems(document: dict[str, Any], database_prefix: str) -> dict[str, Any]:
     """Rewrite every error answer of `document` as problem+json and add the ones any operation
-    of its shape can give. Idempotent; returns the document."""
-    for path_item in document.get("paths", {}).values():
+    of its shape can give; those under `database_prefix` need the database. Idempotent;
+    returns the document."""
+    for path, path_item in document.get("paths", {}).items():
         for method, operation in path_item.items():
             if isinstance(operation, dict) and "responses" in operation:
-                _as_problems(method, operation)
+                needs_database = path.startswith(database_prefix)
+                _as_problems(method, operation, needs_database=needs_database)
     _problem_schemas(document.setdefault("components", {}))
     _strings_without_nul(document.get("paths"))
     _strings_without_nul(document["components"])
     return document
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Serve the rewritten document at the app's `openapi_url` (built once, then cached)."""
+def install_openapi(app: FastAPI, database_prefix: str) -> None:
+    """Serve the rewritten document at the app's `openapi_url` (built once, then cached).
+    Every operation under `database_prefix` needs the database."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -114,7 +139,7 @@ def install_openapi(app: FastAPI) -> None:
                 tags=app.openapi_tags,
                 servers=app.servers,
             )
-            app.openapi_schema = describe_problems(document)
+            app.openapi_schema = describe_problems(document, database_prefix)
         return app.openapi_schema
 
     method: Callable[[], dict[str, Any]] = openapi
