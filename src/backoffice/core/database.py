@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import Dialect, event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -217,11 +218,17 @@ async def check_app_role(engine: AsyncEngine, settings: Settings) -> list[str]:
     return problems
 
 
-def _create_engine(url: str, settings: Settings, **pool: Any) -> AsyncEngine:
-    """An engine whose waits are all bounded (connect, pool checkout, statement), whose pool
-    never hands out a connection the server has closed, and whose failures to connect carry
-    one type (DatabaseUnreachableError) for the error mapper."""
-    statement_timeout_s = settings.db_statement_timeout_ms / 1000
+def _create_engine(
+    url: str,
+    settings: Settings,
+    *,
+    connect_timeout_s: float,
+    command_timeout_s: float | None,
+    **pool: Any,
+) -> AsyncEngine:
+    """An engine whose waits are all bounded (a new connection, a free one from the pool, a
+    statement), whose pool never hands out a connection the server has closed, and whose
+    failures to connect carry one type (DatabaseUnreachableError) for the error mapper."""
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_pre_ping=settings.db_pool_pre_ping,
@@ -229,10 +236,8 @@ def _create_engine(url: str, settings: Settings, **pool: Any) -> AsyncEngine:
         # are the clients' data (emails, names) and our secrets' hashes.
         hide_parameters=True,
         connect_args={
-            "timeout": settings.db_connect_timeout_ms / 1000,
-            # The server cancels a statement at statement_timeout; this bound is for a server
-            # that cannot answer at all (frozen, or a network that drops packets).
-            "command_timeout": statement_timeout_s + 1 if statement_timeout_s else None,
+            "timeout": connect_timeout_s,
+            "command_timeout": command_timeout_s,
             "server_settings": {
                 "application_name": settings.project_name,
                 "statement_timeout": str(settings.db_statement_timeout_ms),
@@ -243,6 +248,7 @@ def _create_engine(url: str, settings: Settings, **pool: Any) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "do_connect", _connect_or_unreachable)
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    event.listen(engine.sync_engine, "handle_error", _discard_timed_out_connection)
     return engine
 
 
@@ -263,6 +269,20 @@ def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
         raise DisconnectionError("closed by the server while idle in the pool")
 
 
+def _discard_timed_out_connection(context: ExceptionContext) -> None:
+    """A statement the server did not answer within its bound leaves the connection in an
+    unknown state (the server may be frozen, or still working): it is thrown away, and the
+    rest of the pool left alone. Cut at once: SQLAlchemy would first try a polite close,
+    which a silent server makes wait two seconds more."""
+    if not isinstance(context.original_exception, TimeoutError):
+        return
+    context.is_disconnect = True
+    context.invalidate_pool_on_disconnect = False
+    if context.connection is not None:
+        driver: Any = context.connection.connection.driver_connection  # asyncpg's
+        driver.terminate()
+
+
 @dataclass(slots=True)
 class Database:
     engine: AsyncEngine
@@ -274,16 +294,27 @@ class Database:
 
     @classmethod
     def connect(cls, url: str, settings: Settings) -> "Database":
+        statement_timeout_s = settings.db_statement_timeout_ms / 1000
         engine = _create_engine(
             url,
             settings,
+            connect_timeout_s=settings.db_connect_timeout_ms / 1000,
+            # The server cancels a statement at statement_timeout; this bound is for a server
+            # that cannot answer at all (frozen, or a network that drops packets).
+            command_timeout_s=statement_timeout_s + 1 if statement_timeout_s else None,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_ms / 1000,
         )
         probe_timeout_s = settings.health_timeout_ms / 1000
         probe = _create_engine(
-            url, settings, pool_size=1, max_overflow=0, pool_timeout=probe_timeout_s
+            url,
+            settings,
+            connect_timeout_s=probe_timeout_s,
+            command_timeout_s=probe_timeout_s,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=probe_timeout_s,
         )
         # Reads run one statement each: autocommit spares the BEGIN and COMMIT round trips.
         read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")

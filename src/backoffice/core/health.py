@@ -29,9 +29,13 @@ async def ready(request: Request) -> HealthStatus:
     """Ready to take traffic: the database answers, within HEALTH_TIMEOUT_MS (a 503 problem
     otherwise, so an orchestrator takes the node out of rotation at once)."""
     settings: Settings = request.app.state.settings
+    ping = asyncio.ensure_future(database_of(request).ping())
+    # Its outcome is read here, or dropped once the answer has gone (no "never retrieved").
+    ping.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
-        async with asyncio.timeout(settings.health_timeout_ms / 1000):
-            await database_of(request).ping()
+        # Shielded: a cancelled ping would first tidy its connection up, which a frozen
+        # server makes slow; the answer must not wait for that.
+        await asyncio.wait_for(asyncio.shield(ping), settings.health_timeout_ms / 1000)
     except TimeoutError as exc:
         raise DatabaseUnavailableError from exc
     return HealthStatus(status="ready")
