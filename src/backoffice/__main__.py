@@ -1,4 +1,4 @@
-"""Command line: `python -m backoffice {run,serve,migrate,unlock-user}`.
+"""Command line: `python -m backoffice {run,serve,migrate,unlock-user,purge-tokens}`.
 
 `run` and `serve` prepare the database first (starting the embedded PostgreSQL and applying
 migrations as its owner when DATABASE_URL is unset), then hand the app role's URL to uvicorn's
@@ -18,6 +18,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.bootstrap import ensure_defaults
+from backoffice.auth.retention import PurgeResult, purge_expired_tokens
 from backoffice.auth.service import unlock_account_by_email
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, app_database_url, owner_database_url
@@ -27,14 +28,23 @@ from backoffice.core.migrations import apply_migrations
 APP = "backoffice.core.main:create_app"
 
 
-async def _in_transaction[T](url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """`work` in one committed transaction on a connection of its own, for the commands."""
+async def _on_database[T](url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """`work` on an engine of its own, disposed afterwards, for the commands."""
     database = Database.connect(url, get_settings())
     try:
-        async with database.sessions.begin() as session:
-            return await work(session)
+        return await work(database)
     finally:
         await database.dispose()
+
+
+async def _in_transaction[T](url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work` in one committed transaction on a connection of its own, for the commands."""
+
+    async def in_one_transaction(database: Database) -> T:
+        async with database.sessions.begin() as session:
+            return await work(session)
+
+    return await _on_database(url, in_one_transaction)
 
 
 def _prepare_database(*, migrate: bool) -> str:
@@ -133,6 +143,21 @@ def _unlock_user(args: argparse.Namespace) -> None:
     print(f"unlocked user {user_id} ({args.email}): failed logins reset, lock cleared")
 
 
+async def _purge() -> PurgeResult:
+    url = await app_database_url(get_settings())
+    return await _on_database(url, lambda database: purge_expired_tokens(database.sessions))
+
+
+def _purge_tokens(_: argparse.Namespace) -> None:
+    """What the app's periodic job does (TOKEN_PURGE_INTERVAL_MINUTES), once, now."""
+    result = asyncio.run(_purge())
+    print(
+        f"purged {result.refresh_tokens} expired refresh tokens and "
+        f"{result.revoked_access_tokens} expired revoked access tokens"
+        + ("" if result.complete else " (stopped: another purge holds the lock)")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="backoffice")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +175,9 @@ def main() -> None:
     )
     unlock.add_argument("email", help="the account's email (any case)")
     unlock.set_defaults(handler=_unlock_user)
+    commands.add_parser(
+        "purge-tokens", help="delete expired refresh tokens and revoked-token rows"
+    ).set_defaults(handler=_purge_tokens)
     args = parser.parse_args()
     args.handler(args)
 

@@ -153,15 +153,20 @@ class RefreshToken(SQLModel, table=True):
     )
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     family_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
+    # Indexed, as is expires_at, for the purge (auth/retention.py): deleting a token sets
+    # these to NULL in the rows pointing at it, a scan of the whole table per deleted row
+    # without an index.
     parent_id: int | None = Field(
         default=None,
-        sa_column=Column(Integer, ForeignKey("refresh_tokens.id", ondelete="SET NULL")),
+        sa_column=Column(Integer, ForeignKey("refresh_tokens.id", ondelete="SET NULL"), index=True),
     )
     replaced_by_id: int | None = Field(
         default=None,
-        sa_column=Column(Integer, ForeignKey("refresh_tokens.id", ondelete="SET NULL")),
+        sa_column=Column(Integer, ForeignKey("refresh_tokens.id", ondelete="SET NULL"), index=True),
     )
-    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )

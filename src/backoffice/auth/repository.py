@@ -261,3 +261,36 @@ class TokenRepository(BaseRepository[RefreshToken]):
             .values(jti=jti, user_id=user_id, expires_at=expires_at)
             .on_conflict_do_nothing()
         )
+
+    async def take_lock(self, key: int) -> bool:
+        """A transaction-level advisory lock, without waiting: False when another transaction
+        holds it. Released at COMMIT or ROLLBACK, so it works through PgBouncer's transaction
+        pooling too."""
+        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(key))))
+
+    async def delete_expired_refresh_tokens(self, limit: int) -> int:
+        """Up to `limit` refresh tokens past their expiry, whatever their state: a rotated or
+        revoked token is kept until then, for replay detection (service.refresh). Rows another
+        transaction has locked (a refresh in progress) are left for the next batch."""
+        expired = (
+            select(_refresh.c.id)
+            .where(_refresh.c.expires_at <= func.now())
+            .order_by(_refresh.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(delete(_refresh).where(_refresh.c.id.in_(expired)))
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DELETE
+
+    async def delete_expired_revoked_tokens(self, limit: int) -> int:
+        """Up to `limit` revoked access tokens past their expiry: the token itself is refused
+        from then on, so its `jti` no longer needs remembering."""
+        expired = (
+            select(_revoked.c.jti)
+            .where(_revoked.c.expires_at <= func.now())
+            .order_by(_revoked.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(delete(_revoked).where(_revoked.c.jti.in_(expired)))
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DELETE

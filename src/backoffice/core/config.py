@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "backoffice-api"
     access_token_ttl_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
     refresh_token_ttl_days: Annotated[int, Field(ge=1, le=365)] = 30
+    # How often each app process deletes expired refresh tokens and revoked-token rows (one
+    # process at a time does the work; auth/retention.py); 0 switches the job off.
+    token_purge_interval_minutes: Annotated[float, Field(ge=0)] = 60
 
     # Brute force: lock an account after repeated failures; limit login attempts per client IP
     login_max_failures: Annotated[int, Field(ge=1)] = 5

@@ -10,6 +10,7 @@ from backoffice.audit.access import AccessAuditMiddleware, access_log_lifespan
 from backoffice.audit.router import router as audit_router
 from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
+from backoffice.auth.retention import token_purge_lifespan
 from backoffice.auth.roles_router import router as roles_router
 from backoffice.auth.router import router as auth_router
 from backoffice.auth.tokens import PasswordHasher
@@ -38,8 +39,14 @@ API_PREFIX = "/api/v1"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The database first; the access-log writer inside it, so on shutdown the writer flushes
-    its queue before the engine is disposed; the metrics sampler (multiprocess mode) last."""
-    async with database_lifespan(app), access_log_lifespan(app), metrics_lifespan(app):
+    its queue before the engine is disposed; the metrics sampler (multiprocess mode) last.
+    The token purge runs inside the database's too, stopped before the engine is disposed."""
+    async with (
+        database_lifespan(app),
+        token_purge_lifespan(app),
+        access_log_lifespan(app),
+        metrics_lifespan(app),
+    ):
         yield
 
 

@@ -1,0 +1,126 @@
+"""Token retention: expired refresh tokens and revoked access tokens are deleted, so those
+tables stay the size of the live sessions. `python -m backoffice purge-tokens` runs it once;
+`token_purge_lifespan` runs it every TOKEN_PURGE_INTERVAL_MINUTES inside the app.
+
+A token is deleted only once it has expired: until then a rotated or revoked refresh token
+must stay, since presenting it again is a replay that revokes its family (service.refresh).
+"""
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backoffice.auth.repository import TokenRepository
+from backoffice.core.config import Settings
+from backoffice.core.database import Database
+
+# pg_try_advisory_xact_lock's key: one purger at a time across every process and node.
+PURGE_LOCK_KEY: Final = 0x746F6B656E5F7075  # "token_pu"
+# Rows per transaction: each batch commits on its own, so no transaction holds many row
+# locks or runs near the statement time-out, however large the backlog.
+PURGE_BATCH_SIZE: Final = 5_000
+# The first run waits a random part of this (or of the interval, if shorter): processes
+# started together do not all reach for the lock at once.
+FIRST_RUN_MAX_DELAY_S: Final = 60.0
+
+log = structlog.get_logger(__name__)
+
+_DeleteBatch = Callable[[TokenRepository, int], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    refresh_tokens: int
+    revoked_access_tokens: int
+    # False when another purger held the lock: it is doing (or finishing) the work.
+    complete: bool
+
+
+async def _purge_table(
+    sessions: async_sessionmaker[AsyncSession], delete_batch: _DeleteBatch, batch_size: int
+) -> tuple[int, bool]:
+    """(rows deleted, whether all expired rows are gone), one transaction per batch."""
+    deleted = 0
+    while True:
+        async with sessions.begin() as session:
+            tokens = TokenRepository(session)
+            if not await tokens.take_lock(PURGE_LOCK_KEY):
+                return deleted, False
+            batch = await delete_batch(tokens, batch_size)
+        deleted += batch
+        if batch < batch_size:
+            return deleted, True
+
+
+async def purge_expired_tokens(
+    sessions: async_sessionmaker[AsyncSession], *, batch_size: int = PURGE_BATCH_SIZE
+) -> PurgeResult:
+    """Delete every expired refresh token and revoked access token, in batches of
+    `batch_size` rows, unless another purger holds the lock (then stop, `complete` False)."""
+    refresh_tokens, complete = await _purge_table(
+        sessions, TokenRepository.delete_expired_refresh_tokens, batch_size
+    )
+    revoked = 0
+    if complete:
+        revoked, complete = await _purge_table(
+            sessions, TokenRepository.delete_expired_revoked_tokens, batch_size
+        )
+    return PurgeResult(refresh_tokens, revoked, complete)
+
+
+async def purge_once(sessions: async_sessionmaker[AsyncSession]) -> PurgeResult | None:
+    """One run of the periodic job. A failure (the database down, a time-out) is logged by
+    its class alone, no traceback and no message that could quote data, and the job tries
+    again at the next interval: None."""
+    try:
+        result = await purge_expired_tokens(sessions)
+    except Exception as exc:  # noqa: BLE001  # whatever failed, the app must keep serving
+        log.warning("auth.token_purge_failed", error=type(exc).__name__)
+        return None
+    if result.refresh_tokens or result.revoked_access_tokens or not result.complete:
+        log.info(
+            "auth.tokens_purged",
+            refresh_tokens=result.refresh_tokens,
+            revoked_access_tokens=result.revoked_access_tokens,
+            complete=result.complete,
+        )
+    return result
+
+
+async def _purge_periodically(
+    sessions: async_sessionmaker[AsyncSession], interval_s: float
+) -> None:
+    # Spreading the processes' start, not a secret: no need for a CSPRNG.
+    await asyncio.sleep(random.uniform(0, min(interval_s, FIRST_RUN_MAX_DELAY_S)))  # noqa: S311
+    while True:
+        await purge_once(sessions)
+        await asyncio.sleep(interval_s)
+
+
+@asynccontextmanager
+async def token_purge_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The periodic purge while the app runs (entered inside the database's lifespan), unless
+    TOKEN_PURGE_INTERVAL_MINUTES is 0; cancelled, and awaited, on shutdown."""
+    settings: Settings = app.state.settings
+    interval_s = settings.token_purge_interval_minutes * 60
+    if interval_s <= 0:
+        yield
+        return
+    database: Database = app.state.database
+    job = asyncio.create_task(
+        _purge_periodically(database.sessions, interval_s), name="token-purge"
+    )
+    try:
+        yield
+    finally:
+        job.cancel()
+        # Waits for the cancellation to land without raising it here: a CancelledError
+        # out of this wait can only be the lifespan's own.
+        await asyncio.wait([job])
