@@ -3,15 +3,23 @@
 `run` and `serve` prepare the database first (starting the embedded PostgreSQL and applying
 migrations as its owner when DATABASE_URL is unset), then hand the app role's URL to uvicorn's
 workers.
+
+Ctrl-C (SIGINT) and SIGTERM stop any command cleanly: a serving server finishes uvicorn's
+graceful shutdown, then the embedded PostgreSQL this process started or joined is stopped if
+no other process uses it (core/embedded.py) and EMBEDDED_DB_KEEP_RUNNING is off, and the
+process exits 0, with no traceback: a stop that was asked for is a success, for `task` as for
+a process manager. Further signals during the stop are ignored, so it is never cut short.
 """
 
 import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -19,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.service import unlock_account_by_email
+from backoffice.core import embedded
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, app_database_url, owner_database_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
@@ -133,6 +142,48 @@ def _unlock_user(args: argparse.Namespace) -> None:
     print(f"unlocked user {user_id} ({args.email}): failed logins reset, lock cleared")
 
 
+class _StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM, seen by our handler: before uvicorn serves, or re-raised by uvicorn
+    once its graceful shutdown is done. A KeyboardInterrupt, which uvicorn.run takes for the
+    end of serving and returns from quietly."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM end the command by an exception, so that every `finally` runs, and
+    the command exits 0; from the end of the block on, they are ignored.
+
+    While uvicorn serves, its own handlers take over; afterwards it re-raises the signal it
+    got, for the handler it found: this one. Python's defaults would make that a
+    KeyboardInterrupt traceback (SIGINT) or an instant death that skips every clean-up
+    (SIGTERM). The first signal stops; later ones (a second Ctrl-C, or the copy `uv run`
+    forwards of a signal the whole process group got) are ignored."""
+    stopping = False
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise _StopRequested(signal.Signals(signum).name)
+
+    for number in _STOP_SIGNALS:
+        signal.signal(number, on_signal)
+    try:
+        yield
+    except _StopRequested:
+        pass  # asked for: a clean exit
+    finally:
+        # The process is on its way out, and uvicorn's supervisors (reload, workers) leave
+        # their own handlers installed: no signal may cut the clean-up short. SIG_IGN, not a
+        # Python function: the interpreter resets those to the default (death) as it finalizes.
+        for number in _STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="backoffice")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,7 +202,11 @@ def main() -> None:
     unlock.add_argument("email", help="the account's email (any case)")
     unlock.set_defaults(handler=_unlock_user)
     args = parser.parse_args()
-    args.handler(args)
+    try:
+        with _stopped_by_signals():
+            args.handler(args)
+    finally:
+        embedded.release()
 
 
 if __name__ == "__main__":
