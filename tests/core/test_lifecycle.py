@@ -2,8 +2,8 @@
 `task serve`, `task dev`) started in a process group of its own, as a terminal runs it, then
 stopped the ways a developer or a process manager stops it. A clean stop (Ctrl-C, SIGTERM to
 the group or to the server alone) ends the embedded server it started, exits 0 and prints no
-traceback; EMBEDDED_DB_KEEP_RUNNING leaves the server running; a run killed outright (SIGKILL)
-does not keep the next run from stopping it.
+traceback; EMBEDDED_DB_KEEP_RUNNING leaves the server running; another live user keeps it up
+(the last one to leave stops it), and one killed outright (SIGKILL) no longer counts.
 
 The runs share one data directory (initdb and the migrations are paid once), emptied of any
 running server before and after each test, so each proves its own stop.
@@ -30,13 +30,16 @@ from backoffice.core.embedded import stop_postmaster
 from tests.live_server import free_port, server_environment, tail, wait_until_ready
 
 STOP_TIMEOUT_S = 60.0  # graceful shutdown, then PostgreSQL's checkpoint, on a loaded machine
-_JOIN_AND_WAIT = """
-import sys, time
+# Another process using the embedded server (as `task migrate-builtin` does): it joins, says
+# so, and leaves as `python -m backoffice` does on exit (release) once its stdin closes.
+_USER = """
+import sys
 from pathlib import Path
 from backoffice.core import embedded
 embedded.join(Path(sys.argv[1]))
 print("joined", flush=True)
-time.sleep(600)
+sys.stdin.read()
+embedded.release()
 """
 
 
@@ -195,38 +198,55 @@ async def test_ctrl_c_stops_the_embedded_postgres_without_a_traceback(
     _assert_clean_stop(exit_code, data_dir, log)
 
 
-def _join_then_die(data_dir: Path) -> int:
-    """A process that joins the embedded server, then is killed with SIGKILL (cheaper than a
-    whole run); its pid."""
+@contextmanager
+def _user(data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process using the embedded server until the block ends."""
     with subprocess.Popen(  # noqa: S603  # our own interpreter
-        [sys.executable, "-c", _JOIN_AND_WAIT, str(data_dir)],
+        [sys.executable, "-c", _USER, str(data_dir)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=server_environment(),
-    ) as joiner:
+    ) as user:
+        assert user.stdin is not None
+        assert user.stdout is not None
         try:
-            assert joiner.stdout is not None
-            assert joiner.stdout.readline() == b"joined\n"
+            assert user.stdout.readline() == b"joined\n"
+            yield user
         finally:
-            joiner.kill()
-    return joiner.pid
+            user.stdin.close()  # it leaves
+            user.wait(timeout=STOP_TIMEOUT_S)
 
 
-async def test_a_user_killed_outright_does_not_keep_the_next_run_from_stopping_postgres(
+def _users(data_dir: Path) -> list[int]:
+    users: list[int] = json.loads((data_dir / ".handle_pids.json").read_text())
+    return users
+
+
+async def test_the_last_live_user_stops_the_embedded_postgres_and_a_killed_one_does_not_count(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    # SIGKILL runs no clean-up: the embedded server stays up, and the library still counts
-    # the dead process among its users. A run that joins that server must still stop it.
-    killed = _join_then_die(data_dir)
-    assert _postgres_on(data_dir)
-    assert killed in json.loads((data_dir / ".handle_pids.json").read_text())
+    # SIGKILL runs no clean-up: the library keeps counting a killed process among the server's
+    # users, which used to keep the server up for good. A live user must keep it up instead:
+    # the run leaves it running for that one, which stops it as it leaves.
+    with _user(data_dir) as killed:
+        killed.kill()
+    assert killed.pid in _users(data_dir)
+    with _user(data_dir) as sharing:
+        with _task("run", data_dir, tmp_path) as (process, log, port):
+            await _ready(process, log, port)
+            os.killpg(process.pid, signal.SIGTERM)
+            exit_code, _ = await _stopped(process, log)
 
-    with _task("run", data_dir, tmp_path) as (process, log, port):
-        await _ready(process, log, port)
-        os.killpg(process.pid, signal.SIGTERM)
-        exit_code, _ = await _stopped(process, log)
+        output = log.read_text(errors="replace")
+        assert exit_code == 0, tail(log)
+        assert "Traceback" not in output, tail(log)
+        assert "database.embedded_left_running" in output, tail(log)
+        assert _postgres_on(data_dir), tail(log)
+        assert _users(data_dir) == [sharing.pid]
 
-    _assert_clean_stop(exit_code, data_dir, log)
-    assert json.loads((data_dir / ".handle_pids.json").read_text()) == []
+    assert sharing.returncode == 0
+    assert _postgres_on(data_dir) == []
+    assert _users(data_dir) == []
 
 
 async def test_keep_running_leaves_the_embedded_postgres_running(
@@ -248,4 +268,4 @@ async def test_keep_running_leaves_the_embedded_postgres_running(
     assert "database.embedded_left_running" in output, tail(log)
     assert _postgres_on(data_dir), tail(log)
     # The run took itself off the server's users: the next run that stops is the last one.
-    assert json.loads((data_dir / ".handle_pids.json").read_text()) == []
+    assert _users(data_dir) == []
