@@ -4,11 +4,13 @@
 migrations as its owner when DATABASE_URL is unset), then hand the app role's URL to uvicorn's
 workers.
 
-Ctrl-C (SIGINT) and SIGTERM stop any command cleanly: a serving server finishes uvicorn's
-graceful shutdown, then the embedded PostgreSQL this process started or joined is stopped if
-no other process uses it (core/embedded.py) and EMBEDDED_DB_KEEP_RUNNING is off, and the
-process exits 0, with no traceback: a stop that was asked for is a success, for `task` as for
-a process manager. Further signals during the stop are ignored, so it is never cut short.
+Ctrl-C (SIGINT) and SIGTERM stop any command cleanly, with no traceback: a serving server
+finishes uvicorn's graceful shutdown, then the embedded PostgreSQL this process started or
+joined is stopped if no other process uses it (core/embedded.py) and EMBEDDED_DB_KEEP_RUNNING
+is off. Further signals during the stop are ignored, so it is never cut short. `run` and
+`serve` then exit 0: a server told to stop has done its job, for `task` (which reports any
+other status as a failure) as for a process manager. The one-shot commands exit 128 + the
+signal's number, as a shell reports an interrupted command: their work may be unfinished.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -151,29 +154,33 @@ class _StopRequested(KeyboardInterrupt):
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+@dataclass(slots=True)
+class _Stop:
+    signal: int | None = None  # the one that stopped the command, if our handler saw it
+
+
 @contextlib.contextmanager
-def _stopped_by_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM end the command by an exception, so that every `finally` runs, and
-    the command exits 0; from the end of the block on, they are ignored.
+def _stopped_by_signals() -> Iterator[_Stop]:
+    """SIGINT and SIGTERM end the block by an exception, so that every `finally` runs, and
+    the block exits normally; from its end on, they are ignored.
 
     While uvicorn serves, its own handlers take over; afterwards it re-raises the signal it
     got, for the handler it found: this one. Python's defaults would make that a
     KeyboardInterrupt traceback (SIGINT) or an instant death that skips every clean-up
     (SIGTERM). The first signal stops; later ones (a second Ctrl-C, or the copy `uv run`
     forwards of a signal the whole process group got) are ignored."""
-    stopping = False
+    stop = _Stop()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
+        if stop.signal is not None:
             return
-        stopping = True
+        stop.signal = signum
         raise _StopRequested(signal.Signals(signum).name)
 
     for number in _STOP_SIGNALS:
         signal.signal(number, on_signal)
     try:
-        yield
+        yield stop
     except _StopRequested:
         pass  # asked for: a clean exit
     finally:
@@ -186,12 +193,13 @@ def _stopped_by_signals() -> Iterator[None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="backoffice")
+    parser.set_defaults(server=False)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="development server")
     run.add_argument("--reload", action="store_true", help="restart on code changes")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, server=True)
     commands.add_parser("serve", help="production server (workers, no reload)").set_defaults(
-        handler=_serve
+        handler=_serve, server=True
     )
     commands.add_parser(
         "migrate", help="apply pending migrations without the Atlas CLI"
@@ -203,10 +211,12 @@ def main() -> None:
     unlock.set_defaults(handler=_unlock_user)
     args = parser.parse_args()
     try:
-        with _stopped_by_signals():
+        with _stopped_by_signals() as stop:
             args.handler(args)
     finally:
         embedded.release()
+    if stop.signal is not None and not args.server:
+        raise SystemExit(128 + stop.signal)
 
 
 if __name__ == "__main__":
