@@ -3,15 +3,26 @@
 `run` and `serve` prepare the database first (starting the embedded PostgreSQL and applying
 migrations as its owner when DATABASE_URL is unset), then hand the app role's URL to uvicorn's
 workers.
+
+Ctrl-C (SIGINT) and SIGTERM stop any command cleanly, with no traceback: a serving server
+finishes uvicorn's graceful shutdown, then the embedded PostgreSQL this process started or
+joined is stopped if no other process uses it (core/embedded.py) and EMBEDDED_DB_KEEP_RUNNING
+is off. Further signals during the stop are ignored, so it is never cut short. `run` and
+`serve` then exit 0: a server told to stop has done its job, for `task` (which reports any
+other status as a failure) as for a process manager. The one-shot commands exit 128 + the
+signal's number, as a shell reports an interrupted command: their work may be unfinished.
 """
 
 import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -20,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.retention import PurgeResult, purge_expired_tokens
 from backoffice.auth.service import unlock_account_by_email
+from backoffice.core import embedded
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, app_database_url, owner_database_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
@@ -158,14 +170,61 @@ def _purge_tokens(_: argparse.Namespace) -> None:
     )
 
 
+class _StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM, seen by our handler: before uvicorn serves, or re-raised by uvicorn
+    once its graceful shutdown is done. A KeyboardInterrupt, which uvicorn.run takes for the
+    end of serving and returns from quietly."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class _Stop:
+    signal: int | None = None  # the one that stopped the command, if our handler saw it
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[_Stop]:
+    """SIGINT and SIGTERM end the block by an exception, so that every `finally` runs, and
+    the block exits normally; from its end on, they are ignored.
+
+    While uvicorn serves, its own handlers take over; afterwards it re-raises the signal it
+    got, for the handler it found: this one. Python's defaults would make that a
+    KeyboardInterrupt traceback (SIGINT) or an instant death that skips every clean-up
+    (SIGTERM). The first signal stops; later ones (a second Ctrl-C, or the copy `uv run`
+    forwards of a signal the whole process group got) are ignored."""
+    stop = _Stop()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        if stop.signal is not None:
+            return
+        stop.signal = signum
+        raise _StopRequested(signal.Signals(signum).name)
+
+    for number in _STOP_SIGNALS:
+        signal.signal(number, on_signal)
+    try:
+        yield stop
+    except _StopRequested:
+        pass  # asked for: a clean exit
+    finally:
+        # The process is on its way out, and uvicorn's supervisors (reload, workers) leave
+        # their own handlers installed: no signal may cut the clean-up short. SIG_IGN, not a
+        # Python function: the interpreter resets those to the default (death) as it finalizes.
+        for number in _STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="backoffice")
+    parser.set_defaults(server=False)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="development server")
     run.add_argument("--reload", action="store_true", help="restart on code changes")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, server=True)
     commands.add_parser("serve", help="production server (workers, no reload)").set_defaults(
-        handler=_serve
+        handler=_serve, server=True
     )
     commands.add_parser(
         "migrate", help="apply pending migrations without the Atlas CLI"
@@ -179,7 +238,13 @@ def main() -> None:
         "purge-tokens", help="delete expired refresh tokens and revoked-token rows"
     ).set_defaults(handler=_purge_tokens)
     args = parser.parse_args()
-    args.handler(args)
+    try:
+        with _stopped_by_signals() as stop:
+            args.handler(args)
+    finally:
+        embedded.release()
+    if stop.signal is not None and not args.server:
+        raise SystemExit(128 + stop.signal)
 
 
 if __name__ == "__main__":

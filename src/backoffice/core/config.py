@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # itself should connect as a role that cannot rewrite the audit trail (docs/AUDIT_GUIDE.md).
     database_owner_url: str | None = None
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
+    # `task run` / `task serve` stop the embedded server they started when they exit; true
+    # leaves it running for the next start (`task db-reset` still stops it).
+    embedded_db_keep_running: bool = False
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 10
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000

