@@ -34,6 +34,7 @@ from backoffice.auth.service import unlock_account_by_email
 from backoffice.core import embedded
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, app_database_url, owner_database_url
+from backoffice.core.errors import database_unavailable, describe_error
 from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
 from backoffice.core.migrations import apply_migrations
 
@@ -241,6 +242,15 @@ def main() -> None:
     try:
         with _stopped_by_signals() as stop:
             args.handler(args)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        # Before serving (migrations, bootstrap) or in a one-shot command: say so in one line
+        # and exit 1, for a process manager to start it again once the database is back.
+        raise SystemExit(
+            f"backoffice {args.command}: the database is unavailable ({describe_error(exc)}); "
+            "check that it runs and that DATABASE_URL points at it"
+        ) from None
     finally:
         embedded.release()
     if stop.signal is not None and not args.server:

@@ -48,3 +48,23 @@ async def test_run_does_not_believe_x_forwarded_for_from_localhost(
 
     assert [response.status_code for response in responses] == [401, 401, 429]
     assert "server" not in responses[0].headers  # serve's other options hold for run too
+
+
+def test_a_server_started_while_the_database_is_unavailable_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Nothing listens at DATABASE_URL: `serve` cannot bootstrap. It exits 1 with a sentence,
+    not a traceback, for a process manager to start it again."""
+    log = tmp_path / "server.log"
+    environment = server_environment(
+        ENVIRONMENT="test",
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        PORT=str(free_port()),
+    )
+    with server_process("serve", environment, tmp_path, log) as server:
+        exit_code = server.wait(timeout=60)
+    output = log.read_text()
+
+    assert exit_code == 1, output
+    assert "backoffice serve: the database is unavailable (DatabaseUnreachableError)" in output
+    assert "Traceback" not in output

@@ -8,6 +8,7 @@ from sqlalchemy import (
     ColumnElement,
     RowMapping,
     Select,
+    Table,
     and_,
     bindparam,
     case,
@@ -270,27 +271,23 @@ class TokenRepository(BaseRepository[RefreshToken]):
 
     async def delete_expired_refresh_tokens(self, limit: int) -> int:
         """Up to `limit` refresh tokens past their expiry, whatever their state: a rotated or
-        revoked token is kept until then, for replay detection (service.refresh). Rows another
-        transaction has locked (a refresh in progress) are left for the next batch."""
-        expired = (
-            select(_refresh.c.id)
-            .where(_refresh.c.expires_at <= func.now())
-            .order_by(_refresh.c.expires_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        result = await self.session.execute(delete(_refresh).where(_refresh.c.id.in_(expired)))
-        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DELETE
+        revoked token is kept until then, for replay detection (service.refresh)."""
+        return await self._delete_expired(_refresh, _refresh.c.id, limit)
 
     async def delete_expired_revoked_tokens(self, limit: int) -> int:
         """Up to `limit` revoked access tokens past their expiry: the token itself is refused
         from then on, so its `jti` no longer needs remembering."""
+        return await self._delete_expired(_revoked, _revoked.c.jti, limit)
+
+    async def _delete_expired(self, table: Table, key: ColumnElement[Any], limit: int) -> int:
+        """Up to `limit` rows of `table` whose `expires_at` has passed, oldest first. Rows
+        another transaction has locked (a refresh in progress) are left for the next batch."""
         expired = (
-            select(_revoked.c.jti)
-            .where(_revoked.c.expires_at <= func.now())
-            .order_by(_revoked.c.expires_at)
+            select(key)
+            .where(table.c.expires_at <= func.now())
+            .order_by(table.c.expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        result = await self.session.execute(delete(_revoked).where(_revoked.c.jti.in_(expired)))
+        result = await self.session.execute(delete(table).where(key.in_(expired)))
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DELETE
