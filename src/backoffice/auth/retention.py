@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backoffice.auth.repository import TokenRepository
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
+from backoffice.core.errors import describe_error
 
 # pg_try_advisory_xact_lock's key: one purger at a time across every process and node.
 PURGE_LOCK_KEY: Final = 0x746F6B656E5F7075  # "token_pu"
@@ -82,7 +83,7 @@ async def purge_once(sessions: async_sessionmaker[AsyncSession]) -> PurgeResult 
     try:
         result = await purge_expired_tokens(sessions)
     except Exception as exc:  # noqa: BLE001  # whatever failed, the app must keep serving
-        log.warning("auth.token_purge_failed", error=type(exc).__name__)
+        log.warning("auth.token_purge_failed", error=describe_error(exc))
         return None
     if result.refresh_tokens or result.revoked_access_tokens or not result.complete:
         log.info(
