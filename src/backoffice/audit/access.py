@@ -108,6 +108,7 @@ class AccessLogWriter:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
@@ -135,12 +136,14 @@ class AccessLogWriter:
         self._task = asyncio.create_task(self._run(), name="access-log-writer")
 
     async def stop(self) -> None:
-        """Stop the background task, then write everything still queued. With the database
-        down, one attempt: what it cannot write is counted as dropped and warned about."""
+        """Stop the background task at its next safe point, then write everything still
+        queued. Never cancelled mid-batch: a batch taken off the queue would be lost with the
+        task. With the database down, one attempt: what it cannot write is counted as dropped
+        and warned about."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            self._wake.set()
+            await self._task
             self._task = None
         if not await self.flush() and self._queue:
             self.dropped += len(self._queue)
@@ -149,13 +152,17 @@ class AccessLogWriter:
 
     async def _run(self) -> None:
         retry_in = 0.0  # seconds; 0 while the database takes our writes
-        while True:
-            if retry_in:
-                await asyncio.sleep(retry_in * random.uniform(0.5, 1))  # noqa: S311  # jitter, not crypto
+        while not self._stopping.is_set():
+            if retry_in:  # only a stop cuts the back-off short, not a full batch
+                wait = self._stopping.wait()
+                timeout = retry_in * random.uniform(0.5, 1)  # noqa: S311  # jitter, not crypto
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+                wait, timeout = self._wake.wait(), self._flush_interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wait, timeout)
             self._wake.clear()
+            if self._stopping.is_set():
+                return  # stop() writes what is left
             if await self.flush():
                 if retry_in:
                     log.info("audit.access_write_resumed", queued=self.depth)
