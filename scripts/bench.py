@@ -421,6 +421,7 @@ def server(
 
 # One secret for every API server of a run, so the token the bench gets works on each.
 RUN_SECRET_KEY = secrets.token_urlsafe(48)  # 64 characters
+RUN_METRICS_TOKEN = secrets.token_urlsafe(24)  # 32 characters
 
 
 def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, str]:
@@ -429,6 +430,8 @@ def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, 
         "ENVIRONMENT": "production",
         "DATABASE_URL": database_url,
         "SECRET_KEY": RUN_SECRET_KEY,
+        # Production refuses /metrics without a token; the servers keep metrics on, as deployed.
+        "METRICS_TOKEN": RUN_METRICS_TOKEN,
         "FIRST_SUPERUSER_EMAIL": SUPERUSER_EMAIL,
         "FIRST_SUPERUSER_PASSWORD": superuser_password,
         "ACCESS_TOKEN_TTL_MINUTES": str(ACCESS_TOKEN_TTL_MINUTES),
