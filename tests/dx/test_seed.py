@@ -2,11 +2,13 @@
 rows they write are the ones asked for."""
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from backoffice.core.database import libpq_url
+from scripts.bench.seeding import bench_customers, bench_products
 from scripts.seed import demo_customers, demo_products, insert_customers, insert_products
 
 
@@ -54,3 +56,27 @@ async def test_a_taken_sku_or_email_is_skipped_whatever_its_case(
 async def test_an_empty_batch_inserts_nothing(rolled_back: asyncpg.Connection) -> None:
     assert await insert_products(rolled_back, []) == 0
     assert await insert_customers(rolled_back, []) == 0
+
+
+async def test_bench_rows_keep_their_description_and_creation_times(
+    rolled_back: asyncpg.Connection,
+) -> None:
+    products = bench_products(3)
+    assert await insert_products(rolled_back, products) == 3
+    assert await insert_customers(rolled_back, bench_customers(3)) == 3
+
+    rows = await rolled_back.fetch(
+        "SELECT sku, description, created_at, updated_at FROM products"
+        " WHERE sku LIKE 'BENCH-%' ORDER BY id"
+    )
+    assert [(row["sku"], row["description"]) for row in rows] == [
+        (product.sku, product.description) for product in products
+    ]
+    times = [row["created_at"] for row in rows]
+    assert times == [row["updated_at"] for row in rows] == [p.created_at for p in products]
+    assert times == sorted(times)
+    assert times[-1] <= datetime.now(UTC)
+    statuses = await rolled_back.fetch(
+        "SELECT status::text FROM customers WHERE email LIKE '%@bench.example.com' ORDER BY id"
+    )
+    assert [row["status"] for row in statuses] == ["active", "inactive", "lead"]
