@@ -1,11 +1,11 @@
-"""The floor `scripts/bench.py` measures the API against: the same row read with no framework.
+"""The floor the bench measures the API against: the same row read with no framework.
 
 A bare Starlette app on an asyncpg pool, served like the API (uvicorn, uvloop, httptools, no
 access log, the same number of workers), answering `GET /products/{id}` with the same columns
 the API returns. Whatever the API costs above this is FastAPI, validation, SQLAlchemy and our
 middleware.
 
-    BENCH_DATABASE_URL=postgresql://... uv run python scripts/bench_baseline.py --port 8001
+    BENCH_DATABASE_URL=postgresql://... uv run python -m scripts.bench.baseline --port 8001
 """
 
 import argparse
@@ -80,9 +80,10 @@ def main() -> None:
     if DSN_ENV not in os.environ:
         parser.error(f"set {DSN_ENV} to the database's libpq URL")
     uvicorn.run(
-        "bench_baseline:create_app",
+        "scripts.bench.baseline:create_app",
         factory=True,
-        app_dir=str(Path(__file__).resolve().parent),
+        # The project's root, where `scripts` is found: each worker imports the app anew.
+        app_dir=str(Path(__file__).resolve().parents[2]),
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -1,4 +1,5 @@
-"""The API with authentication switched off, for `scripts/bench.py` only: never deploy it.
+"""The API with authentication switched off, for the bench (`scripts/bench/`) only: never
+deploy it.
 
 `create_app_without_auth()` is the real `create_app()` with `get_current_principal`
 overridden to return a fixed superuser, so no token is decoded and no user is loaded: the
@@ -6,11 +7,11 @@ difference between it and the real API, on the same route, is what authenticatio
 Everything else (routers, middleware, settings, the database pool) is the production app's.
 
 It lives in scripts/, outside the `backoffice` package, so nothing in src/ can import it, and
-it refuses to build unless BENCH_AUTH_OFF=1 is set (bench.py sets it for its own server).
-bench.py serves it the way `python -m backoffice serve` serves the API:
+it refuses to build unless BENCH_AUTH_OFF=1 is set (servers.py sets it for its own server),
+which serves it the way `python -m backoffice serve` serves the API:
 
-    BENCH_AUTH_OFF=1 ENVIRONMENT=production DATABASE_URL=... SECRET_KEY=... \\
-        uv run uvicorn --factory --app-dir scripts bench_app:create_app_without_auth \\
+    BENCH_AUTH_OFF=1 ENVIRONMENT=production DATABASE_URL=... SECRET_KEY=... METRICS_TOKEN=... \\
+        uv run uvicorn --factory scripts.bench.auth_off:create_app_without_auth \\
         --workers 2 --loop uvloop --http httptools --no-access-log ...
 """
 
@@ -51,8 +52,8 @@ def _bench_principal(request: Request) -> Principal:
 def create_app_without_auth() -> FastAPI:
     if os.environ.get(OPT_IN_ENV) != "1":
         raise RuntimeError(
-            f"bench_app serves the API with authentication OFF; it is for scripts/bench.py "
-            f"only. Set {OPT_IN_ENV}=1 if that is really what you want."
+            f"scripts.bench.auth_off serves the API with authentication OFF; it is for the "
+            f"bench only. Set {OPT_IN_ENV}=1 if that is really what you want."
         )
     app = create_app()
     app.dependency_overrides[get_current_principal] = _bench_principal
