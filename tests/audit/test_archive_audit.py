@@ -1,6 +1,6 @@
-"""scripts/archive_audit.py: old audit rows move to gzip-compressed JSON Lines files and out of
-the database, batch by batch, with nothing lost and nothing duplicated across crashes and
-re-runs.
+"""The audit archive (backoffice.audit.archive; its command line, scripts/archive_audit.py):
+old audit rows move to gzip-compressed JSON Lines files and out of the database, batch by batch,
+with nothing lost and nothing duplicated across crashes and re-runs.
 
 The script commits for real, so these tests do too, on the session's database: the audit tables
 and the archive bookkeeping are emptied before and after each test."""
@@ -22,11 +22,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from backoffice.audit import archive as archive_module
+from backoffice.audit.archive import BatchResult, Summary, archive
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING
 from backoffice.core.config import PROJECT_ROOT
 from backoffice.core.database import libpq_url
-from scripts import archive_audit
-from scripts.archive_audit import BatchResult, Summary, archive
 
 SCRIPT = PROJECT_ROOT / "scripts" / "archive_audit.py"
 RETENTION = timedelta(days=90)
@@ -274,7 +274,7 @@ async def test_crash_between_batches_and_before_a_commit_then_resume_loses_and_d
         raise InterruptedRunError
 
     with monkeypatch.context() as patch:
-        patch.setattr(archive_audit, "_commit_batch", crash_before_commit)
+        patch.setattr(archive_module, "_commit_batch", crash_before_commit)
         with pytest.raises(InterruptedRunError):
             await _archive(database_url, tmp_path, older_than=LONG_RETENTION)
     # Crashed after writing the third batch's file, before its transaction: the file is there,
@@ -353,7 +353,7 @@ async def test_an_unrecorded_file_whose_rows_are_not_in_the_table_stops_the_run(
     content = gzip.compress(b'{"id":1000000000}\n{"id":1000000001}\n')
     stray.write_bytes(content)
 
-    with pytest.raises(archive_audit.ArchiveError, match="2 of its 2 rows are not in access_logs"):
+    with pytest.raises(archive_module.ArchiveError, match="2 of its 2 rows are not in access_logs"):
         await _archive(database_url, tmp_path)
 
     assert _files(tmp_path) == {stray.relative_to(tmp_path).as_posix(): stray}
