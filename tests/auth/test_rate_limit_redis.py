@@ -14,8 +14,8 @@ from backoffice.auth.models import User
 from backoffice.auth.rate_limit import RateLimiter
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-from tests.auth.conftest import login
-from tests.conftest import _client
+from tests.support.http import api_client
+from tests.support.users import login
 
 
 class CIEnvironment(BaseSettings):
@@ -69,7 +69,7 @@ async def _workers(app: FastAPI, settings: Settings) -> list[FastAPI]:
 
 
 async def _four_logins_across(workers: list[FastAPI], email: str) -> list[int]:
-    async with _client(workers[0]) as first, _client(workers[1]) as second:
+    async with api_client(workers[0]) as first, api_client(workers[1]) as second:
         return [(await login(client, email)).status_code for client in (first, second) * 2]
 
 

@@ -12,9 +12,9 @@ from sqlmodel import col
 
 from backoffice.auth.models import Role, RoleGrant, User
 from backoffice.auth.repository import RoleRepository
-from tests.auth.conftest import SignIn
-from tests.conftest import create_user
-from tests.helpers import assert_problem
+from tests.support.database import stored
+from tests.support.http import assert_problem
+from tests.support.users import SignIn, create_user
 
 ROLES = "/api/v1/roles"
 USERS = "/api/v1/users"
@@ -52,13 +52,6 @@ def grants_by_module(body: dict[str, Any]) -> dict[str, list[str]]:
     grants = {item["module"]: item["actions"] for item in body["grants"]}
     assert len(grants) == len(body["grants"])
     return grants
-
-
-async def stored_role(session: AsyncSession, role_id: int) -> Role | None:
-    result = await session.execute(
-        select(Role).where(col(Role.id) == role_id).execution_options(populate_existing=True)
-    )
-    return result.scalars().one_or_none()
 
 
 async def stored_grants(session: AsyncSession, role_id: int) -> dict[str, list[str]]:
@@ -288,7 +281,7 @@ async def test_patch_role_name_and_description_keeps_grants(
     assert grants_by_module(body) == {"tasks": ["update"]}
     assert body["version"] == 2
     assert response.headers["etag"] == '"2"'
-    role = await stored_role(session, created["id"])
+    role = await stored(session, Role, created["id"])
     assert role is not None
     assert (role.name, role.description) == ("after", "Renamed")
     assert await stored_grants(session, created["id"]) == {"tasks": ["update"]}
@@ -355,7 +348,7 @@ async def test_patch_role_with_invalid_body_returns_422_and_changes_nothing(
     response = await client.patch(f"{ROLES}/{created['id']}", json=body)
 
     assert_problem(response, 422, "validation-error")
-    role = await stored_role(session, created["id"])
+    role = await stored(session, Role, created["id"])
     assert role is not None
     assert (role.name, role.version) == ("kept", 1)
     assert await stored_grants(session, created["id"]) == {"products": ["update"]}
@@ -370,7 +363,7 @@ async def test_patch_role_to_a_taken_name_in_another_case_returns_409(
     response = await client.patch(f"{ROLES}/{other['id']}", json={"name": "TAKEN"})
 
     assert_problem(response, 409, "conflict")
-    role = await stored_role(session, other["id"])
+    role = await stored(session, Role, other["id"])
     assert role is not None
     assert role.name == "other"
 
@@ -399,7 +392,7 @@ async def test_patch_role_with_stale_if_match_returns_412_and_changes_nothing(
     )
 
     assert_problem(response, 412, "precondition-failed")
-    role = await stored_role(session, created["id"])
+    role = await stored(session, Role, created["id"])
     assert role is not None
     assert (role.name, role.version) == ("original", 1)
     assert await stored_grants(session, created["id"]) == {"products": ["update"]}
@@ -444,7 +437,7 @@ async def test_delete_role_returns_204_then_404(client: AsyncClient, session: As
     assert response.content == b""
     assert_problem(await client.get(f"{ROLES}/{created['id']}"), 404)
     assert_problem(await client.delete(f"{ROLES}/{created['id']}"), 404)
-    assert await stored_role(session, created["id"]) is None
+    assert await stored(session, Role, created["id"]) is None
     assert await stored_grants(session, created["id"]) == {}
 
 
@@ -457,7 +450,7 @@ async def test_delete_role_with_stale_if_match_returns_412_and_keeps_it(
     response = await client.delete(f"{ROLES}/{created['id']}", headers={"If-Match": '"1"'})
 
     assert_problem(response, 412, "precondition-failed")
-    assert await stored_role(session, created["id"]) is not None
+    assert await stored(session, Role, created["id"]) is not None
 
 
 async def test_delete_role_with_current_if_match_returns_204(client: AsyncClient) -> None:
@@ -541,7 +534,7 @@ async def test_patching_a_role_to_add_a_permission_you_lack_returns_403_and_chan
 
     problem = assert_problem(response, 403, "forbidden")
     assert "users:delete" in problem["detail"]
-    role = await stored_role(session, created["id"])
+    role = await stored(session, Role, created["id"])
     assert role is not None
     assert role.version == 1
     assert await stored_grants(session, created["id"]) == {"roles": []}
@@ -556,7 +549,7 @@ async def test_renaming_a_role_with_a_permission_you_lack_returns_403(
 
     problem = assert_problem(response, 403, "forbidden")
     assert "audit:read" in problem["detail"]
-    role = await stored_role(session, created["id"])
+    role = await stored(session, Role, created["id"])
     assert role is not None
     assert (role.name, role.version) == ("auditors", 1)
 
@@ -571,7 +564,7 @@ async def test_deleting_a_role_with_a_permission_you_lack_returns_403(
 
     problem = assert_problem(response, 403, "forbidden")
     assert "audit:read" in problem["detail"]
-    assert await stored_role(session, created["id"]) is not None
+    assert await stored(session, Role, created["id"]) is not None
 
 
 # --- RBAC on /roles -------------------------------------------------------------------------
@@ -602,7 +595,7 @@ async def test_a_viewer_gets_403_on_roles(
 
     problem = assert_problem(response, 403, "forbidden")
     assert "roles:" in problem["detail"]
-    role = await stored_role(session, target["id"])
+    role = await stored(session, Role, target["id"])
     assert role is not None
     assert (role.name, role.version) == ("target", 1)
     assert await role_count(session, "made-by-intruder") == 0
@@ -622,7 +615,7 @@ async def test_anonymous_gets_401_on_roles(
 
     assert_problem(response, 401)
     assert response.headers["www-authenticate"].startswith("Bearer")
-    role = await stored_role(session, target["id"])
+    role = await stored(session, Role, target["id"])
     assert role is not None
     assert role.version == 1
     assert await role_count(session, "made-by-intruder") == 0
@@ -643,7 +636,7 @@ async def test_roles_read_alone_allows_reading_but_not_changing(
     assert (listed.status_code, read.status_code) == (200, 200)
     for response in (created, patched, deleted):
         assert_problem(response, 403, "forbidden")
-    role = await stored_role(session, target["id"])
+    role = await stored(session, Role, target["id"])
     assert role is not None
     assert (role.name, role.version) == ("target", 1)
 

@@ -13,9 +13,9 @@ from sqlmodel import col
 from backoffice.auth.models import Role, User, UserRole
 from backoffice.auth.repository import RoleRepository
 from backoffice.core.config import Settings
-from tests.auth.conftest import SignIn, bearer, login
-from tests.conftest import TEST_PASSWORD, create_user, tokens_for
-from tests.helpers import assert_problem
+from tests.support.database import stored
+from tests.support.http import assert_problem, bearer
+from tests.support.users import TEST_PASSWORD, SignIn, create_user, login, tokens_for
 
 USERS = "/api/v1/users"
 ME = f"{USERS}/me"
@@ -73,13 +73,6 @@ async def pages_of(client: AsyncClient, **params: Any) -> list[list[dict[str, An
         cursor = response.json()["next_cursor"]
         if cursor is None:
             return pages
-
-
-async def stored(session: AsyncSession, user_id: int | None) -> User | None:
-    result = await session.execute(
-        select(User).where(col(User.id) == user_id).execution_options(populate_existing=True)
-    )
-    return result.scalars().one_or_none()
 
 
 async def stored_role_ids(session: AsyncSession, user_id: int | None) -> set[int]:
@@ -150,7 +143,7 @@ async def test_patch_me_changes_the_full_name(session: AsyncSession, sign_in: Si
     assert body["full_name"] == "Ada Lovelace"
     assert body["version"] == 2
     assert response.headers["etag"] == '"2"'
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert row.full_name == "Ada Lovelace"
 
@@ -177,7 +170,7 @@ async def test_patch_me_with_anything_but_a_valid_name_returns_422_and_changes_n
     response = await user_client.patch(ME, json=body)
 
     assert_problem(response, 422, "validation-error")
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert (row.full_name, row.email, row.is_superuser, row.is_active, row.version) == (
         "Test User",
@@ -285,7 +278,7 @@ async def test_change_password_with_wrong_current_password_returns_403_and_keeps
     )
 
     assert_problem(response, 403)
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert row.hashed_password == hash_before
     assert (await anonymous_client.get(ME, headers=bearer(pair.access_token))).status_code == 200
@@ -312,7 +305,7 @@ async def test_change_password_with_invalid_body_returns_422_and_keeps_everythin
     response = await anonymous_client.put(MY_PASSWORD, json=body, headers=bearer(pair.access_token))
 
     assert_problem(response, 422, "validation-error")
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert row.hashed_password == hash_before
     assert (await anonymous_client.get(ME, headers=bearer(pair.access_token))).status_code == 200
@@ -335,7 +328,7 @@ async def test_change_password_to_the_same_password_returns_422_and_keeps_everyt
         await anonymous_client.put(
             MY_PASSWORD, json=password_change(new=TEST_PASSWORD), headers=bearer(pair.access_token)
         )
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert row.locked_until is None
     assert row.hashed_password == hash_before
@@ -377,7 +370,7 @@ async def test_create_user_returns_201_with_location_etag_and_body(
     assert response.headers["etag"] == '"1"'
     assert (body["email"], body["full_name"]) == ("grace@example.com", "Grace Hopper")
     assert (body["is_active"], body["is_superuser"], body["version"]) == (True, False, 1)
-    row = await stored(session, body["id"])
+    row = await stored(session, User, body["id"])
     assert row is not None
     assert row.hashed_password.startswith("$argon2id$")
     assert (await login(anonymous_client, "grace@example.com", NEW_PASSWORD)).status_code == 200
@@ -579,7 +572,7 @@ async def test_patch_user_changes_only_the_fields_sent_and_bumps_version(
     )
     assert body["version"] == 2
     assert response.headers["etag"] == '"2"'
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert (row.full_name, row.email) == ("Renamed", "after@example.com")
 
@@ -639,7 +632,7 @@ async def test_patch_user_with_stale_if_match_returns_412_and_changes_nothing(
     )
 
     assert_problem(response, 412, "precondition-failed")
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert (row.full_name, row.email, row.is_active, row.version) == (
         "Test User",
@@ -658,7 +651,7 @@ async def test_patch_user_to_a_taken_email_in_another_case_returns_409(
     response = await client.patch(f"{USERS}/{other.id}", json={"email": "TAKEN@example.com"})
 
     assert_problem(response, 409, "conflict")
-    row = await stored(session, other.id)
+    row = await stored(session, User, other.id)
     assert row is not None
     assert row.email == "other@example.com"
 
@@ -686,7 +679,7 @@ async def test_patch_user_with_invalid_body_returns_422_and_changes_nothing(
     response = await client.patch(f"{USERS}/{user.id}", json=body)
 
     assert_problem(response, 422, "validation-error")
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert row.version == 1
 
@@ -737,7 +730,7 @@ async def test_delete_user_returns_204_then_404(client: AsyncClient, session: As
     assert response.content == b""
     assert_problem(await client.get(f"{USERS}/{user.id}"), 404)
     assert_problem(await client.delete(f"{USERS}/{user.id}"), 404)
-    assert await stored(session, user.id) is None
+    assert await stored(session, User, user.id) is None
 
 
 async def test_deleting_a_user_ends_their_sessions(
@@ -762,7 +755,7 @@ async def test_delete_user_with_stale_if_match_returns_412_and_keeps_them(
     response = await client.delete(f"{USERS}/{user.id}", headers={"If-Match": '"7"'})
 
     assert_problem(response, 412, "precondition-failed")
-    assert await stored(session, user.id) is not None
+    assert await stored(session, User, user.id) is not None
 
 
 async def test_delete_yourself_returns_403_and_keeps_you(
@@ -771,7 +764,7 @@ async def test_delete_yourself_returns_403_and_keeps_you(
     response = await client.delete(f"{USERS}/{superuser.id}")
 
     assert_problem(response, 403, "forbidden")
-    assert await stored(session, superuser.id) is not None
+    assert await stored(session, User, superuser.id) is not None
     assert (await client.get(ME)).status_code == 200
 
 
@@ -807,7 +800,7 @@ async def test_admin_cannot_make_another_user_superuser(
     response = await admin_client.patch(f"{USERS}/{user.id}", json={"is_superuser": True})
 
     assert_problem(response, 403, "forbidden")
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert (row.is_superuser, row.version) == (False, 1)
 
@@ -818,7 +811,7 @@ async def test_admin_cannot_make_themselves_superuser(
     response = await admin_client.patch(f"{USERS}/{admin.id}", json={"is_superuser": True})
 
     assert_problem(response, 403, "forbidden")
-    row = await stored(session, admin.id)
+    row = await stored(session, User, admin.id)
     assert row is not None
     assert (row.is_superuser, row.version) == (False, 1)
 
@@ -833,7 +826,7 @@ async def test_admin_cannot_patch_a_superuser(
     response = await admin_client.patch(f"{USERS}/{superuser.id}", json=body)
 
     assert_problem(response, 403, "forbidden")
-    row = await stored(session, superuser.id)
+    row = await stored(session, User, superuser.id)
     assert row is not None
     assert (row.full_name, row.email, row.is_active, row.version) == (
         "Test User",
@@ -849,7 +842,7 @@ async def test_admin_cannot_delete_a_superuser(
     response = await admin_client.delete(f"{USERS}/{superuser.id}")
 
     assert_problem(response, 403, "forbidden")
-    assert await stored(session, superuser.id) is not None
+    assert await stored(session, User, superuser.id) is not None
 
 
 async def test_admin_cannot_change_a_superusers_roles(
@@ -884,7 +877,7 @@ async def test_admin_cannot_change_their_own_active_status(
     response = await admin_client.patch(f"{USERS}/{admin.id}", json={"is_active": is_active})
 
     assert_problem(response, 403, "forbidden")
-    row = await stored(session, admin.id)
+    row = await stored(session, User, admin.id)
     assert row is not None
     assert (row.is_active, row.version) == (True, 1)
     assert (await admin_client.get(ME)).status_code == 200
@@ -896,7 +889,7 @@ async def test_superuser_cannot_deactivate_themselves(
     response = await client.patch(f"{USERS}/{superuser.id}", json={"is_active": False})
 
     assert_problem(response, 403, "forbidden")
-    row = await stored(session, superuser.id)
+    row = await stored(session, User, superuser.id)
     assert row is not None
     assert row.is_active is True
 
@@ -910,7 +903,7 @@ async def test_superuser_can_make_another_user_superuser(
 
     assert response.status_code == 200
     assert user_body(response)["is_superuser"] is True
-    row = await stored(session, user.id)
+    row = await stored(session, User, user.id)
     assert row is not None
     assert row.is_superuser is True
 
@@ -939,7 +932,7 @@ async def test_a_user_admin_cannot_manage_an_account_with_permissions_they_lack(
 
     problem = assert_problem(refused, 403, "forbidden")
     assert "products:read" in problem["detail"]
-    row = await stored(session, viewer.id)
+    row = await stored(session, User, viewer.id)
     assert row is not None
     assert (row.email, row.is_active, row.version) == ("viewer@example.com", True, 1)
     assert allowed.status_code == allowed_status, allowed.text
@@ -1183,7 +1176,7 @@ async def test_a_viewer_gets_403_on_user_administration(
 
     problem = assert_problem(response, 403, "forbidden")
     assert "users:" in problem["detail"]
-    row = await stored(session, target.id)
+    row = await stored(session, User, target.id)
     assert row is not None
     assert row.version == 1
     assert await stored_role_ids(session, target.id) != set()
@@ -1223,6 +1216,6 @@ async def test_users_read_alone_allows_reading_but_not_changing(
     assert (listed.status_code, read.status_code) == (200, 200)
     for response in (created, patched, deleted):
         assert_problem(response, 403, "forbidden")
-    row = await stored(session, target.id)
+    row = await stored(session, User, target.id)
     assert row is not None
     assert row.full_name == "Test User"

@@ -12,7 +12,7 @@ from backoffice.auth.models import User
 from backoffice.auth.repository import TokenRepository, UserRepository
 from backoffice.core.config import Environment, Settings
 from backoffice.core.logging import REDACTED, configure_logging, redacted
-from tests.conftest import create_user, tokens_for
+from tests.support.users import create_user, tokens_for
 
 LOGIN = "/api/v1/auth/sessions"
 REFRESH = "/api/v1/auth/tokens"

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backoffice.core.database import Database
 from backoffice.core.errors import RETRY_AFTER_S
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem
 
 PRODUCTS = "/api/v1/products"
 

@@ -7,23 +7,19 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.customers.models import Customer
-from tests.customers.conftest import CUSTOMERS, CreateCustomer, customer_payload
-from tests.helpers import assert_problem
+from tests.support.database import stored
 
 # The task fixtures, for the delete rule; imported here (re-exported so pytest finds them)
 # because tests/tasks/conftest.py itself imports the customers' conftest.
-from tests.tasks.conftest import TASKS, CreateTask, SetStatus, create_task, set_status
-
-__all__ = ["create_task", "set_status"]
-
-
-async def stored(session: AsyncSession, customer_id: int) -> Customer | None:
-    result = await session.execute(
-        select(Customer)
-        .where(Customer.id == customer_id)  # type: ignore[arg-type]
-        .execution_options(populate_existing=True)
-    )
-    return result.scalars().one_or_none()
+from tests.support.factories import (
+    CUSTOMERS,
+    TASKS,
+    CreateCustomer,
+    CreateTask,
+    SetStatus,
+    customer_payload,
+)
+from tests.support.http import assert_problem
 
 
 async def stored_count(session: AsyncSession) -> int:
@@ -52,7 +48,7 @@ async def test_create_customer_returns_201_with_location_etag_and_body(
     assert response.headers["etag"] == '"1"'
     assert body | payload == body  # every field sent comes back unchanged
     assert body["version"] == 1
-    customer = await stored(session, body["id"])
+    customer = await stored(session, Customer, body["id"])
     assert customer is not None
     assert (customer.email, customer.phone, customer.status) == (
         "grace@navy.example",
@@ -102,7 +98,7 @@ async def test_create_customer_stores_phone_in_e164(
 
     assert response.status_code == 201, response.text
     assert response.json()["phone"] == normalised
-    customer = await stored(session, response.json()["id"])
+    customer = await stored(session, Customer, response.json()["id"])
     assert customer is not None
     assert customer.phone == normalised
 
@@ -405,7 +401,7 @@ async def test_patch_customer_with_stale_if_match_returns_412_and_changes_nothin
     )
 
     assert_problem(response, 412, "precondition-failed")
-    customer = await stored(session, created["id"])
+    customer = await stored(session, Customer, created["id"])
     assert customer is not None
     assert (customer.name, customer.version) == ("Original", 1)
 
@@ -467,7 +463,7 @@ async def test_patch_customer_required_field_to_null_returns_422_and_changes_not
 
     problem = assert_problem(response, 422, "validation-error")
     assert f"body.{field}" in {error["field"] for error in problem["errors"]}
-    customer = await stored(session, created["id"])
+    customer = await stored(session, Customer, created["id"])
     assert customer is not None
     assert (customer.name, customer.email, customer.status, customer.version) == (
         created["name"],
@@ -516,7 +512,7 @@ async def test_patch_customer_with_invalid_body_returns_422_and_changes_nothing(
 
     problem = assert_problem(response, 422, "validation-error")
     assert field in {error["field"] for error in problem["errors"]}
-    customer = await stored(session, created["id"])
+    customer = await stored(session, Customer, created["id"])
     assert customer is not None
     assert (customer.name, customer.version) == (created["name"], 1)
 
@@ -545,7 +541,7 @@ async def test_patch_customer_to_a_taken_email_in_any_case_returns_409_and_chang
 
     problem = assert_problem(response, 409, "conflict")
     assert "email" in problem["detail"]
-    customer = await stored(session, other["id"])
+    customer = await stored(session, Customer, other["id"])
     assert customer is not None
     assert (customer.email, customer.version) == ("other@example.com", 1)
 
@@ -593,7 +589,7 @@ async def test_delete_customer_returns_204_then_404(
     assert response.content == b""
     assert_problem(await client.get(f"{CUSTOMERS}/{created['id']}"), 404, "not-found")
     assert_problem(await client.delete(f"{CUSTOMERS}/{created['id']}"), 404, "not-found")
-    assert await stored(session, created["id"]) is None
+    assert await stored(session, Customer, created["id"]) is None
 
 
 async def test_delete_customer_frees_its_email(
@@ -624,7 +620,7 @@ async def test_delete_customer_with_stale_if_match_returns_412_and_keeps_it(
     response = await client.delete(f"{CUSTOMERS}/{created['id']}", headers={"If-Match": if_match})
 
     assert_problem(response, 412, "precondition-failed")
-    customer = await stored(session, created["id"])
+    customer = await stored(session, Customer, created["id"])
     assert customer is not None
     assert (customer.name, customer.version) == ("v2", 2)
 

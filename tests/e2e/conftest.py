@@ -36,8 +36,7 @@ from backoffice.core.config import (
     PROJECT_ROOT,
     Settings,
 )
-from tests.conftest import as_app
-from tests.live_server import scratch_database
+from tests.support.database import as_app, scratch_database
 
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"

@@ -8,17 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.core.schemas import MAX_INT4
 from backoffice.products.models import Product
-from tests.helpers import assert_problem
-from tests.products.conftest import CreateProduct, product_payload
+from tests.support.database import stored
+from tests.support.factories import CreateProduct, product_payload
+from tests.support.http import assert_problem
 
 PRODUCTS = "/api/v1/products"
-
-
-async def stored(session: AsyncSession, product_id: int) -> Product | None:
-    result = await session.execute(
-        select(Product).where(Product.id == product_id).execution_options(populate_existing=True)  # type: ignore[arg-type]
-    )
-    return result.scalars().one_or_none()
 
 
 # --- create ---------------------------------------------------------------------------------
@@ -38,7 +32,7 @@ async def test_create_product_returns_201_with_location_etag_and_body(
     assert body | payload == body  # every field sent comes back unchanged
     assert body["version"] == 1
     assert body["is_active"] is True
-    product = await stored(session, body["id"])
+    product = await stored(session, Product, body["id"])
     assert product is not None
     assert product.price == Decimal("89.90")
 
@@ -213,7 +207,7 @@ async def test_patch_product_with_stale_if_match_returns_412_and_changes_nothing
     )
 
     assert_problem(response, 412, "precondition-failed")
-    product = await stored(session, created["id"])
+    product = await stored(session, Product, created["id"])
     assert product is not None
     assert (product.name, product.version) == ("Original", 1)
 
@@ -296,7 +290,7 @@ async def test_delete_product_with_stale_if_match_returns_412_and_keeps_it(
     response = await client.delete(f"{PRODUCTS}/{created['id']}", headers={"If-Match": '"1"'})
 
     assert_problem(response, 412)
-    assert await stored(session, created["id"]) is not None
+    assert await stored(session, Product, created["id"]) is not None
 
 
 async def test_delete_product_with_current_if_match_returns_204(
@@ -339,7 +333,7 @@ async def test_stock_adjustment_below_zero_returns_409_and_keeps_stock(
 
     problem = assert_problem(response, 409, "conflict")
     assert "2 in stock" in problem["detail"]
-    product = await stored(session, created["id"])
+    product = await stored(session, Product, created["id"])
     assert product is not None
     assert product.stock_quantity == 2
 
@@ -361,7 +355,7 @@ async def test_stock_adjustment_past_the_column_range_returns_409_and_keeps_stoc
     problem = assert_problem(response, 409, "conflict")
     assert f"{stock} in stock" in problem["detail"]
     assert str(MAX_INT4) in problem["detail"]
-    product = await stored(session, created["id"])
+    product = await stored(session, Product, created["id"])
     assert product is not None
     assert product.stock_quantity == stock
 

@@ -13,9 +13,8 @@ from sqlmodel import col
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.tasks.models import Task, TaskStatus
-from tests.conftest import _client, create_user, tokens_for
-from tests.helpers import assert_problem
-from tests.tasks.conftest import (
+from tests.support.database import stored
+from tests.support.factories import (
     TASKS,
     CreateCustomer,
     CreateProduct,
@@ -23,6 +22,8 @@ from tests.tasks.conftest import (
     SetStatus,
     task_payload,
 )
+from tests.support.http import api_client, assert_problem
+from tests.support.users import create_user, tokens_for
 
 PRODUCTS = "/api/v1/products"
 CUSTOMERS = "/api/v1/customers"
@@ -54,13 +55,6 @@ MISSING_ID = 2**31 - 1
 
 def pair_id(pair: tuple[str, str]) -> str:
     return f"{pair[0]}->{pair[1]}"
-
-
-async def stored(session: AsyncSession, task_id: int) -> Task | None:
-    result = await session.execute(
-        select(Task).where(col(Task.id) == task_id).execution_options(populate_existing=True)
-    )
-    return result.scalars().one_or_none()
 
 
 async def task_count(session: AsyncSession) -> int:
@@ -123,7 +117,7 @@ async def test_create_task_returns_201_with_location_etag_and_body(
     for field in ("assignee", "customer", "product"):
         assert body[field] is None
         assert body[f"{field}_id"] is None
-    task = await stored(session, body["id"])
+    task = await stored(session, Task, body["id"])
     assert task is not None
     assert (task.title, task.status, task.created_by) == (payload["title"], "todo", superuser.id)
 
@@ -178,14 +172,14 @@ async def test_create_task_records_the_caller_as_created_by(
     manager = await create_user(session, email="manager@example.com", roles=["manager"])
     pair = await tokens_for(session, settings, manager)
 
-    async with _client(app, pair.access_token) as manager_client:
+    async with api_client(app, pair.access_token) as manager_client:
         by_manager = await manager_client.post(TASKS, json=task_payload())
     by_superuser = await client.post(TASKS, json=task_payload())
 
     assert by_manager.status_code == 201
     assert by_manager.json()["created_by"] == manager.id
     assert by_superuser.json()["created_by"] == superuser.id
-    task = await stored(session, by_manager.json()["id"])
+    task = await stored(session, Task, by_manager.json()["id"])
     assert task is not None
     assert task.created_by == manager.id
 
@@ -415,7 +409,7 @@ async def test_patch_task_to_a_missing_reference_returns_422_and_changes_nothing
 
     problem = assert_problem(response, 422, "invalid-input")
     assert error_fields(problem) == {f"body.{field}": "reference_not_found"}
-    task = await stored(session, created["id"])
+    task = await stored(session, Task, created["id"])
     assert task is not None
     assert (task.title, getattr(task, field), task.version) == (created["title"], None, 1)
 
@@ -444,7 +438,7 @@ async def test_patch_task_to_an_inactive_assignee_returns_422_and_keeps_the_old_
 
     problem = assert_problem(response, 422, "invalid-input")
     assert error_fields(problem) == {"body.assignee_id": "inactive"}
-    task = await stored(session, created["id"])
+    task = await stored(session, Task, created["id"])
     assert task is not None
     assert (task.assignee_id, task.version) == (active.id, 1)
 
@@ -683,7 +677,7 @@ async def test_patch_task_required_field_to_null_returns_422_and_changes_nothing
 
     problem = assert_problem(response, 422, "validation-error")
     assert f"body.{field}" in {error["field"] for error in problem["errors"]}
-    task = await stored(session, created["id"])
+    task = await stored(session, Task, created["id"])
     assert task is not None
     assert (task.title, task.status, task.priority, task.version) == (
         created["title"],
@@ -734,7 +728,7 @@ async def test_patch_task_with_invalid_body_returns_422_and_changes_nothing(
 
     problem = assert_problem(response, 422, "validation-error")
     assert field in {error["field"] for error in problem["errors"]}
-    task = await stored(session, created["id"])
+    task = await stored(session, Task, created["id"])
     assert task is not None
     assert task.version == 1
 
@@ -784,7 +778,7 @@ async def test_patch_task_with_stale_if_match_returns_412_and_changes_nothing(
     )
 
     assert_problem(response, 412, "precondition-failed")
-    task = await stored(session, created["id"])
+    task = await stored(session, Task, created["id"])
     assert task is not None
     assert (task.title, task.status, task.description, task.version) == (
         created["title"],
@@ -837,7 +831,7 @@ async def test_patch_status_along_a_legal_transition_returns_200(
     assert body["version"] == task["version"] + 1
     assert response.headers["etag"] == f'"{task["version"] + 1}"'
     assert (body["completed_at"] is not None) == (target == "done")
-    row = await stored(session, task["id"])
+    row = await stored(session, Task, task["id"])
     assert row is not None
     assert (row.status, row.version) == (target, task["version"] + 1)
 
@@ -881,7 +875,7 @@ async def test_patch_status_along_an_illegal_transition_returns_409_and_changes_
         assert "final" in detail
     after = await client.get(f"{TASKS}/{task['id']}")
     assert after.json() == task
-    row = await stored(session, task["id"])
+    row = await stored(session, Task, task["id"])
     assert row is not None
     assert (row.status, row.title, row.version) == (current, task["title"], task["version"])
 
@@ -908,7 +902,7 @@ async def test_patch_status_to_done_sets_completed_at(
     after = datetime.now(UTC)
     completed_at = datetime.fromisoformat(response.json()["completed_at"])
     assert before <= completed_at <= after
-    row = await stored(session, task["id"])
+    row = await stored(session, Task, task["id"])
     assert row is not None
     assert row.completed_at == completed_at
 
@@ -922,7 +916,7 @@ async def test_reopening_a_done_task_clears_completed_at(
 
     assert response.status_code == 200
     assert response.json()["completed_at"] is None
-    row = await stored(session, task["id"])
+    row = await stored(session, Task, task["id"])
     assert row is not None
     assert (row.status, row.completed_at) == ("in_progress", None)
 
@@ -1007,7 +1001,7 @@ async def test_delete_task_returns_204_then_404(
     assert_problem(await client.get(f"{TASKS}/{created['id']}"), 404, "not-found")
     assert_problem(await client.delete(f"{TASKS}/{created['id']}"), 404, "not-found")
     assert_problem(await client.patch(f"{TASKS}/{created['id']}", json={"title": "x"}), 404)
-    assert await stored(session, created["id"]) is None
+    assert await stored(session, Task, created["id"]) is None
 
 
 async def test_delete_task_with_stale_if_match_returns_412_and_keeps_it(
@@ -1019,7 +1013,7 @@ async def test_delete_task_with_stale_if_match_returns_412_and_keeps_it(
     response = await client.delete(f"{TASKS}/{created['id']}", headers={"If-Match": '"1"'})
 
     assert_problem(response, 412, "precondition-failed")
-    assert await stored(session, created["id"]) is not None
+    assert await stored(session, Task, created["id"]) is not None
 
 
 @pytest.mark.parametrize("if_match", ['"1"', "*"])
@@ -1031,7 +1025,7 @@ async def test_delete_task_with_current_if_match_returns_204(
     response = await client.delete(f"{TASKS}/{created['id']}", headers={"If-Match": if_match})
 
     assert response.status_code == 204
-    assert await stored(session, created["id"]) is None
+    assert await stored(session, Task, created["id"]) is None
 
 
 async def test_delete_missing_task_returns_404(client: AsyncClient) -> None:
