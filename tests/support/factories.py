@@ -9,6 +9,8 @@ from typing import Any
 PRODUCTS = "/api/v1/products"
 CUSTOMERS = "/api/v1/customers"
 TASKS = "/api/v1/tasks"
+USERS = "/api/v1/users"
+ROLES = "/api/v1/roles"
 
 # A factory fixture: creates one resource through the API and returns its body.
 Create = Callable[..., Awaitable[dict[str, Any]]]
@@ -22,6 +24,7 @@ _sku_numbers = count(1)
 _customer_numbers = count(1)
 _task_numbers = count(1)
 _role_numbers = count(1)
+_user_numbers = count(1)
 
 
 def product_payload(**overrides: Any) -> dict[str, Any]:
@@ -58,5 +61,15 @@ def role_payload(**overrides: Any) -> dict[str, Any]:
         "name": f"role-{next(_role_numbers)}",
         "description": "Does things",
         "grants": [grant("products", "update")],
+    }
+    return payload | overrides
+
+
+def user_payload(**overrides: Any) -> dict[str, Any]:
+    number = next(_user_numbers)
+    payload: dict[str, Any] = {
+        "email": f"person{number}@example.com",
+        "password": "a long enough passphrase",
+        "full_name": f"Person {number}",
     }
     return payload | overrides

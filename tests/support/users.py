@@ -14,13 +14,12 @@ from backoffice.auth.schemas import TokenPair
 from backoffice.auth.service import start_session
 from backoffice.auth.tokens import hash_password
 from backoffice.core.config import Settings
+from tests.support.factories import USERS
 
 LOGIN = "/api/v1/auth/sessions"
 REFRESH = "/api/v1/auth/tokens"
 LOGOUT = "/api/v1/auth/sessions/current"
-USERS = "/api/v1/users"
 ME = f"{USERS}/me"
-ROLES = "/api/v1/roles"
 
 TEST_PASSWORD = "correct horse battery staple"  # test users' password
 
