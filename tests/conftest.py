@@ -53,6 +53,7 @@ from tests.support.factories import (
     CreateProduct,
     CreateTask,
     SetStatus,
+    creator,
     customer_payload,
     product_payload,
     task_payload,
@@ -250,35 +251,21 @@ def migrations_dir() -> Path:
 # --- the business resources, created through the API as the superuser `client` ------------
 
 
-async def _created(client: AsyncClient, url: str, payload: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(url, json=payload)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 @pytest.fixture
 def create_product(client: AsyncClient) -> CreateProduct:
-    async def create(**overrides: Any) -> dict[str, Any]:
-        return await _created(client, PRODUCTS, product_payload(**overrides))
-
-    return create
+    return creator(client, PRODUCTS, product_payload)
 
 
 @pytest.fixture
 def create_customer(client: AsyncClient) -> CreateCustomer:
-    async def create(**overrides: Any) -> dict[str, Any]:
-        return await _created(client, CUSTOMERS, customer_payload(**overrides))
-
-    return create
+    """Create a customer through the API (as the superuser `client`) and return its body."""
+    return creator(client, CUSTOMERS, customer_payload)
 
 
 @pytest.fixture
 def create_task(client: AsyncClient) -> CreateTask:
-    async def create(**overrides: Any) -> dict[str, Any]:
-        return await _created(client, TASKS, task_payload(**overrides))
-
-    return create
+    """Create a task through the API (as the superuser `client`) and return its body."""
+    return creator(client, TASKS, task_payload)
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.text import REPLACEMENT
 from tests.live_server import free_port
+from tests.support.factories import PRODUCTS
 from tests.support.http import api_client
-
-PRODUCTS = "/api/v1/products"
 
 
 @pytest.fixture

@@ -17,10 +17,8 @@ from backoffice.core.database import Database
 from backoffice.core.logging import REDACTED
 from backoffice.products.models import Product
 from tests.support.audit import changes_of, summary
-from tests.support.factories import product_payload
+from tests.support.factories import PRODUCTS, product_payload
 from tests.support.users import TEST_PASSWORD, create_user
-
-PRODUCTS = "/api/v1/products"
 
 
 async def _count(session: AsyncSession) -> int:

@@ -1,7 +1,7 @@
 """The roles API (`/roles`, the `roles` module): roles and their module grants, and the rule
-that nobody can hand out, through a role, a permission they do not hold."""
+that nobody can hand out, through a role, a permission they do not hold. ETag, If-Match, 404
+and id range: tests/core/test_versioned_resources_api.py."""
 
-from itertools import count
 from typing import Any
 
 import pytest
@@ -10,34 +10,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from backoffice.auth.models import Role, RoleGrant, User
-from backoffice.auth.repository import RoleRepository
+from backoffice.auth.models import Role, RoleGrant
 from tests.support.database import stored
+from tests.support.factories import PRODUCTS, ROLES, USERS, grant, role_payload
 from tests.support.http import assert_problem
-from tests.support.users import SignIn, create_user
+from tests.support.users import SignIn, create_user, user_with_grants
 
-ROLES = "/api/v1/roles"
-USERS = "/api/v1/users"
-PRODUCTS = "/api/v1/products"
 ROLE_FIELDS = {"id", "name", "description", "grants", "created_at", "updated_at", "version"}
-
-_role_numbers = count(1)
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def grant(module: str, *actions: str) -> dict[str, Any]:
-    return {"module": module, "actions": list(actions)}
-
-
-def role_payload(**overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "name": f"role-{next(_role_numbers)}",
-        "description": "Does things",
-        "grants": [grant("products", "update")],
-    }
-    return payload | overrides
 
 
 async def create_role(client: AsyncClient, **overrides: Any) -> dict[str, Any]:
@@ -68,17 +50,6 @@ async def role_count(session: AsyncSession, name: str) -> int:
         select(func.count()).select_from(Role).where(func.lower(col(Role.name)) == name.lower())
     )
     return int(result or 0)
-
-
-async def user_with_grants(session: AsyncSession, grants: dict[str, list[str]]) -> User:
-    """A user whose only role (stored directly, not through the API) has these grants."""
-    role = Role(name=f"held-{next(_role_numbers)}")
-    session.add(role)
-    await session.flush()
-    assert role.id is not None
-    await RoleRepository(session).replace_grants(role.id, grants)
-    await session.commit()
-    return await create_user(session, roles=[role.name])
 
 
 # --- POST /roles ----------------------------------------------------------------------------

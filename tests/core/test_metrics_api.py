@@ -20,10 +20,10 @@ from backoffice.audit.models import AccessLog
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
 from backoffice.core.metrics import _forget_dead_workers, prepare_multiprocess_dir
+from tests.support.factories import PRODUCTS
 from tests.support.http import api_client, assert_problem
 
 METRICS = "/metrics"
-PRODUCTS = "/api/v1/products"
 PRODUCT = "/api/v1/products/{product_id}"
 TOKEN = "scrape-token-0123456789abcdef"
 

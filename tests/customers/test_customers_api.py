@@ -1,3 +1,7 @@
+"""The customers API: creating, changing and deleting a customer, and the rule that a customer
+with open tasks cannot be deleted. ETag, If-Match, 404 and id range:
+tests/core/test_versioned_resources_api.py."""
+
 import asyncio
 from typing import Any
 
@@ -8,9 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.customers.models import Customer
 from tests.support.database import stored
-
-# The task fixtures, for the delete rule; imported here (re-exported so pytest finds them)
-# because tests/tasks/conftest.py itself imports the customers' conftest.
 from tests.support.factories import (
     CUSTOMERS,
     TASKS,
@@ -238,9 +239,6 @@ async def test_create_customer_with_huge_chunked_body_returns_413(client: AsyncC
     )
 
     assert_problem(response, 413)
-
-
-# --- read -----------------------------------------------------------------------------------
 
 
 # --- update ---------------------------------------------------------------------------------

@@ -1,3 +1,6 @@
+"""The products API: creating, changing and deleting a product, and adjusting its stock. ETag,
+If-Match, 404 and id range: tests/core/test_versioned_resources_api.py."""
+
 from decimal import Decimal
 from typing import Any
 
@@ -9,11 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backoffice.core.schemas import MAX_INT4
 from backoffice.products.models import Product
 from tests.support.database import stored
-from tests.support.factories import CreateProduct, product_payload
+from tests.support.factories import PRODUCTS, CreateProduct, product_payload
 from tests.support.http import assert_problem
-
-PRODUCTS = "/api/v1/products"
-
 
 # --- create ---------------------------------------------------------------------------------
 
@@ -103,9 +103,6 @@ async def test_create_product_with_huge_body_returns_413(client: AsyncClient) ->
     response = await client.post(PRODUCTS, json=product_payload(description="x" * 2_000_000))
 
     assert_problem(response, 413)
-
-
-# --- read -----------------------------------------------------------------------------------
 
 
 # --- update ---------------------------------------------------------------------------------

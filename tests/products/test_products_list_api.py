@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.products.models import Product
 from backoffice.products.schemas import ProductSort
-from tests.products.test_products_api import PRODUCTS
-from tests.support.factories import CreateProduct, product_payload
+from tests.support.factories import PRODUCTS, CreateProduct, product_payload
 from tests.support.http import assert_problem, walk_pages
 
 ROWS = 230

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import Any
 
+from httpx import AsyncClient
+
 PRODUCTS = "/api/v1/products"
 CUSTOMERS = "/api/v1/customers"
 TASKS = "/api/v1/tasks"
@@ -73,3 +75,15 @@ def user_payload(**overrides: Any) -> dict[str, Any]:
         "full_name": f"Person {number}",
     }
     return payload | overrides
+
+
+def creator(client: AsyncClient, url: str, payload: Callable[..., dict[str, Any]]) -> Create:
+    """A factory fixture's body: POSTs `payload(**overrides)` to `url`, asserting a 201."""
+
+    async def create(**overrides: Any) -> dict[str, Any]:
+        response = await client.post(url, json=payload(**overrides))
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    return create
