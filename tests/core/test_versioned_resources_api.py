@@ -135,10 +135,13 @@ async def test_get_with_if_none_match_of_an_older_version_returns_200_with_new_e
     assert response.json()[resource.changed_field] == CHANGED
 
 
-async def test_get_missing_returns_404_naming_the_id(
-    client: AsyncClient, resource: Resource
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+async def test_a_missing_id_returns_404_naming_it(
+    client: AsyncClient, resource: Resource, method: str
 ) -> None:
-    response = await client.get(resource.url(MISSING_ID))
+    body = dict(resource.change) if method == "PATCH" else None
+
+    response = await client.request(method, resource.url(MISSING_ID), json=body)
 
     problem = assert_problem(response, 404, "not-found")
     assert str(MISSING_ID) in problem["detail"]
@@ -235,15 +238,6 @@ async def test_patch_with_an_empty_body_changes_nothing(
     assert (await client.get(resource.url(created["id"]))).json() == created
 
 
-async def test_patch_missing_returns_404_naming_the_id(
-    client: AsyncClient, resource: Resource
-) -> None:
-    response = await client.patch(resource.url(MISSING_ID), json=resource.change)
-
-    problem = assert_problem(response, 404, "not-found")
-    assert str(MISSING_ID) in problem["detail"]
-
-
 # --- DELETE ---------------------------------------------------------------------------------
 
 
@@ -286,12 +280,3 @@ async def test_delete_with_current_if_match_returns_204(
 
     assert response.status_code == 204
     assert await stored(session, resource.model, created["id"]) is None
-
-
-async def test_delete_missing_returns_404_naming_the_id(
-    client: AsyncClient, resource: Resource
-) -> None:
-    response = await client.delete(resource.url(MISSING_ID))
-
-    problem = assert_problem(response, 404, "not-found")
-    assert str(MISSING_ID) in problem["detail"]
