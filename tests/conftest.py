@@ -8,19 +8,15 @@ a grant the app lacks fails the tests that need it.
 """
 
 import secrets
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
-from functools import lru_cache
-from itertools import count
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import fastapi.dependencies.models as fastapi_dependency_models
 import pytest
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
@@ -32,41 +28,43 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from backoffice.audit.models import RETENTION_SETTING
-from backoffice.auth.bootstrap import DEFAULT_ROLES
-from backoffice.auth.models import Role, User, UserRole
-from backoffice.auth.repository import RoleRepository
-from backoffice.auth.schemas import TokenPair
-from backoffice.auth.service import start_session
-from backoffice.auth.tokens import hash_password
+from backoffice.auth.models import User
 from backoffice.core.config import PROJECT_ROOT, Environment, Settings
 from backoffice.core.database import (
     APP_GROUP_ROLE,
     Database,
-    libpq_url,
     sqlalchemy_url,
     start_embedded_postgres,
 )
 from backoffice.core.main import create_app
-from backoffice.core.migrations import apply_migrations
-
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+from tests.support.database import (
+    MIGRATIONS_DIR,
+    StatementCounter,
+    admin_execute,
+    as_app,
+    docker_engine_answers,
+    scratch_database,
+)
+from tests.support.factories import (
+    CUSTOMERS,
+    PRODUCTS,
+    TASKS,
+    CreateCustomer,
+    CreateProduct,
+    CreateTask,
+    SetStatus,
+    creator,
+    customer_payload,
+    product_payload,
+    task_payload,
+)
+from tests.support.http import api_client
+from tests.support.users import create_user, tokens_for
 
 
 class TestEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
     test_database_url: str | None = None
-
-
-def _docker_engine_answers() -> bool:
-    """A cheap ping of the local Docker engine (its default socket), closing what it opens."""
-    try:
-        with socket.socket(socket.AF_UNIX) as engine:
-            engine.settimeout(2)
-            engine.connect("/var/run/docker.sock")
-            engine.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return b" 200 " in engine.recv(64)
-    except OSError:
-        return False
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +85,7 @@ def server_url() -> Iterator[str]:
     """A PostgreSQL server to create the session's database on."""
     if url := TestEnvironment().test_database_url:
         yield url
-    elif _docker_engine_answers():
+    elif docker_engine_answers():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:18-alpine", driver=None) as container:
@@ -96,35 +94,11 @@ def server_url() -> Iterator[str]:
         yield start_embedded_postgres(PROJECT_ROOT / ".data" / "test-postgres", "postgres")
 
 
-async def _admin(server_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _with_database(server_url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A fresh database for this session, its schema built by the migrations."""
-    name = f"backoffice_test_{uuid.uuid4().hex[:12]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
-    await apply_migrations(url, MIGRATIONS_DIR)
-    yield url
-    await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def _as_login(url: str, user: str, password: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
+    async with scratch_database(server_url, "backoffice_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -133,16 +107,11 @@ async def app_login(server_url: str, database_url: str) -> AsyncIterator[tuple[s
     (which the migrations created): what a deployed app connects as. The password serves
     servers that ask for one (testcontainers, TEST_DATABASE_URL); the embedded one trusts."""
     user, password = f"backoffice_test_{uuid.uuid4().hex[:12]}", secrets.token_urlsafe(24)
-    await _admin(
+    await admin_execute(
         server_url, f"CREATE ROLE {user} LOGIN PASSWORD '{password}' IN ROLE {APP_GROUP_ROLE}"
     )
     yield user, password
-    await _admin(server_url, f"DROP ROLE {user}")
-
-
-def as_app(url: str, app_login: tuple[str, str]) -> str:
-    """`url` (any database of the test server) connecting as the app's login role."""
-    return _as_login(url, *app_login)
+    await admin_execute(server_url, f"DROP ROLE {user}")
 
 
 @pytest.fixture(scope="session")
@@ -180,17 +149,6 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await transaction.rollback()
 
 
-@asynccontextmanager
-async def owner_rights(connection: AsyncConnection) -> AsyncIterator[None]:
-    """The owner's rights on the test's connection for a while (what migrations and the
-    archive job have), then the app's again; rows stay in the test's transaction."""
-    await connection.execute(text("SET LOCAL ROLE NONE"))
-    try:
-        yield
-    finally:
-        await connection.execute(text(f"SET LOCAL ROLE {APP_GROUP_ROLE}"))
-
-
 @pytest.fixture
 def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
     # Each session (the app's and the test's) joins the test transaction through a
@@ -223,64 +181,6 @@ def app(
     return app
 
 
-def _client(app: FastAPI, token: str | None = None) -> AsyncClient:
-    transport = ASGITransport(app=app, raise_app_exceptions=False)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
-
-
-TEST_PASSWORD = "correct horse battery staple"  # test users' password
-_user_numbers = count(1)
-
-
-@lru_cache
-def _test_password_hash() -> str:
-    # Hashed once: argon2 is slow by design, and most tests only need some user.
-    return hash_password(TEST_PASSWORD)
-
-
-async def create_user(
-    session: AsyncSession,
-    *,
-    email: str | None = None,
-    roles: Sequence[str] = (),
-    is_superuser: bool = False,
-    is_active: bool = True,
-) -> User:
-    """A stored user whose password is TEST_PASSWORD, with the named roles (created if
-    missing, with the default roles' grants)."""
-    user = User(
-        email=email or f"user{next(_user_numbers)}@example.com",
-        full_name="Test User",
-        hashed_password=_test_password_hash(),
-        is_superuser=is_superuser,
-        is_active=is_active,
-    )
-    session.add(user)
-    await session.flush()
-    for name in roles:
-        role = await RoleRepository(session).get_by_name(name)
-        if role is None:
-            description, grants = DEFAULT_ROLES[name]
-            role = Role(name=name, description=description)
-            session.add(role)
-            await session.flush()
-            assert role.id is not None
-            await RoleRepository(session).replace_grants(
-                role.id, {str(m): [str(a) for a in actions] for m, actions in grants.items()}
-            )
-        session.add(UserRole(user_id=user.id, role_id=role.id))  # type: ignore[arg-type]
-    await session.commit()
-    return user
-
-
-async def tokens_for(session: AsyncSession, settings: Settings, user: User) -> TokenPair:
-    """A real session for `user`, as a login would start it, without the password round."""
-    pair = await start_session(session, settings, user)
-    await session.commit()
-    return pair
-
-
 @pytest.fixture
 async def superuser(session: AsyncSession) -> User:
     return await create_user(session, email="root@example.com", is_superuser=True)
@@ -288,7 +188,7 @@ async def superuser(session: AsyncSession) -> User:
 
 @pytest.fixture
 async def anonymous_client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    async with _client(app) as client:
+    async with api_client(app) as client:
         yield client
 
 
@@ -298,7 +198,7 @@ async def client(
 ) -> AsyncIterator[AsyncClient]:
     """A client signed in as a superuser: for tests about a slice's behaviour, not its RBAC."""
     pair = await tokens_for(session, settings, superuser)
-    async with _client(app, pair.access_token) as client:
+    async with api_client(app, pair.access_token) as client:
         yield client
 
 
@@ -316,7 +216,7 @@ async def committed_client(
         async with database.sessions() as session:
             user = await create_user(session, email="committed@example.com", is_superuser=True)
             pair = await tokens_for(session, settings, user)
-        async with _client(app, pair.access_token) as client:
+        async with api_client(app, pair.access_token) as client:
             yield client
     finally:
         await database.dispose()
@@ -331,21 +231,11 @@ async def committed_client(
                 await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
-class _StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, *args: object) -> None:
-        statement = str(args[2])
-        if not statement.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
-            self.statements.append(statement)
-
-
 @pytest.fixture
 def statements(connection: AsyncConnection) -> Iterator[list[str]]:
     """The SQL of every statement the test's connection runs from now on (the app's requests
     included), savepoint bookkeeping left out: for counting queries."""
-    counter = _StatementCounter()
+    counter = StatementCounter()
     sync_connection = connection.sync_connection
     assert sync_connection is not None
     event.listen(sync_connection, "before_cursor_execute", counter)
@@ -356,3 +246,36 @@ def statements(connection: AsyncConnection) -> Iterator[list[str]]:
 @pytest.fixture(scope="session")
 def migrations_dir() -> Path:
     return MIGRATIONS_DIR
+
+
+# --- the business resources, created through the API as the superuser `client` ------------
+
+
+@pytest.fixture
+def create_product(client: AsyncClient) -> CreateProduct:
+    return creator(client, PRODUCTS, product_payload)
+
+
+@pytest.fixture
+def create_customer(client: AsyncClient) -> CreateCustomer:
+    """Create a customer through the API (as the superuser `client`) and return its body."""
+    return creator(client, CUSTOMERS, customer_payload)
+
+
+@pytest.fixture
+def create_task(client: AsyncClient) -> CreateTask:
+    """Create a task through the API (as the superuser `client`) and return its body."""
+    return creator(client, TASKS, task_payload)
+
+
+@pytest.fixture
+def set_status(client: AsyncClient) -> SetStatus:
+    """PATCH a task's status, asserting it is accepted; the task's new body."""
+
+    async def patch(task: dict[str, Any], status: str) -> dict[str, Any]:
+        response = await client.patch(f"{TASKS}/{task['id']}", json={"status": status})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    return patch

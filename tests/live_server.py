@@ -1,5 +1,5 @@
 """A real server for the tests that need one: `python -m backoffice run|serve` as a process of
-its own, over a freshly migrated database of its own."""
+its own, over a freshly migrated database of its own (`tests.support.database.scratch_database`)."""
 
 import asyncio
 import os
@@ -8,17 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from backoffice.core.config import Settings
-from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR, _admin, _with_database
 
 START_TIMEOUT_S = 60.0  # a loaded 2-core CI machine starts slowly
 
@@ -39,19 +36,6 @@ def server_environment(**settings: str) -> dict[str, str]:
 
 def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:]
-
-
-@asynccontextmanager
-async def scratch_database(server_url: str, prefix: str) -> AsyncIterator[str]:
-    """A new database on the test server, migrated, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = _with_database(server_url, name)
-        await apply_migrations(url, MIGRATIONS_DIR)
-        yield url
-    finally:
-        await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @contextmanager

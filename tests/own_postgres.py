@@ -17,13 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import psutil
 
 from backoffice.core.database import EMBEDDED_APP_LOGIN, ensure_login_role, with_user
-from backoffice.core.migrations import apply_migrations
-from tests.conftest import MIGRATIONS_DIR
 from tests.live_server import free_port
+from tests.support.database import create_database
 
 # The wheel asks platformdirs for a runtime dir on import, which warns where XDG_RUNTIME_DIR is
 # unset (harmless: it falls back), and the test session turns warnings into errors.
@@ -82,13 +80,7 @@ class OwnPostgres:
     async def migrated_database(self) -> tuple[str, str]:
         """A new `backoffice` database, migrated: (the owner's URL, the app login role's URL,
         a role that cannot rewrite the audit trail)."""
-        admin = await asyncpg.connect(self.url())
-        try:
-            await admin.execute('CREATE DATABASE "backoffice"')
-        finally:
-            await admin.close()
-        owner_url = self.url("backoffice")
-        await apply_migrations(owner_url, MIGRATIONS_DIR)
+        owner_url = await create_database(self.url(), "backoffice")
         await ensure_login_role(owner_url, EMBEDDED_APP_LOGIN)
         return owner_url, with_user(owner_url, EMBEDDED_APP_LOGIN)
 

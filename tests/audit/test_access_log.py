@@ -19,10 +19,9 @@ from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.text import REPLACEMENT
-from tests.conftest import _client
 from tests.live_server import free_port
-
-PRODUCTS = "/api/v1/products"
+from tests.support.factories import PRODUCTS
+from tests.support.http import api_client
 
 
 @pytest.fixture
@@ -107,7 +106,7 @@ async def test_a_forged_token_never_puts_its_subject_in_the_log(
         "not-our-key-but-long-enough-for-hs256!",
         "HS256",
     )
-    async with _client(app, forged) as intruder:
+    async with api_client(app, forged) as intruder:
         await intruder.get(PRODUCTS)
     await writer.flush()
 
@@ -464,7 +463,7 @@ async def test_hostile_requests_cannot_make_the_access_log_lose_real_requests(
     transport = committed_client._transport
     assert isinstance(transport, ASGITransport)
     app: FastAPI = transport.app  # type: ignore[assignment]  # the committed app, a FastAPI
-    async with access_log_lifespan(app), _client(app) as anonymous:
+    async with access_log_lifespan(app), api_client(app) as anonymous:
         for _ in range(20):
             await anonymous.get("/%00")
             assert (await committed_client.get(PRODUCTS)).status_code == 200

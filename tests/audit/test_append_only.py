@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING, AuditArchiveBatch
-from tests.conftest import owner_rights
+from tests.support.database import owner_rights
 
 INSUFFICIENT_PRIVILEGE = "42501"
 _ROWS = {

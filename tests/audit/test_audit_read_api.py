@@ -20,10 +20,9 @@ from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED
 from backoffice.core.main import API_PREFIX
-from tests.conftest import TEST_PASSWORD, _client, create_user, tokens_for
-from tests.customers.conftest import CUSTOMERS, customer_payload
-from tests.helpers import assert_problem, walk_pages
-from tests.products.conftest import product_payload
+from tests.support.factories import CUSTOMERS, customer_payload, product_payload
+from tests.support.http import api_client, assert_problem, walk_pages
+from tests.support.users import TEST_PASSWORD, create_user, tokens_for
 
 ACCESS_LOGS = f"{API_PREFIX}/audit/access-logs"
 DATA_CHANGES = f"{API_PREFIX}/audit/data-changes"
@@ -637,7 +636,7 @@ async def test_only_roles_granting_the_audit_module_may_read(
     role, status = outcome
     user = await create_user(session, roles=[role])
     pair = await tokens_for(session, settings, user)
-    async with _client(app, pair.access_token) as caller:
+    async with api_client(app, pair.access_token) as caller:
         response = await caller.get(url)
 
     if status == 200:

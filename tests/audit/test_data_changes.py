@@ -16,11 +16,9 @@ from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.logging import REDACTED
 from backoffice.products.models import Product
-from tests.audit.conftest import changes_of, summary
-from tests.conftest import TEST_PASSWORD, create_user
-from tests.products.conftest import product_payload
-
-PRODUCTS = "/api/v1/products"
+from tests.support.audit import changes_of, summary
+from tests.support.factories import PRODUCTS, product_payload
+from tests.support.users import TEST_PASSWORD, create_user
 
 
 async def _count(session: AsyncSession) -> int:
@@ -215,11 +213,12 @@ async def test_user_changes_never_record_the_password_hash(
 async def test_a_password_change_is_recorded_masked(
     session: AsyncSession, settings: Any, app: Any
 ) -> None:
-    from tests.conftest import _client, tokens_for  # helpers of the root conftest
+    from tests.support.http import api_client
+    from tests.support.users import tokens_for
 
     user = await create_user(session)
     pair = await tokens_for(session, settings, user)
-    async with _client(app, pair.access_token) as own:
+    async with api_client(app, pair.access_token) as own:
         response = await own.put(
             "/api/v1/users/me/password",
             json={"current_password": TEST_PASSWORD, "new_password": "another long passphrase"},

@@ -1,29 +1,15 @@
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient, Response
+from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
-from tests.conftest import TEST_PASSWORD, _client, create_user, tokens_for
-
-LOGIN = "/api/v1/auth/sessions"
-REFRESH = "/api/v1/auth/tokens"
-LOGOUT = "/api/v1/auth/sessions/current"
-ME = "/api/v1/users/me"
-
-SignIn = Callable[[User], Awaitable[AsyncClient]]
-
-
-async def login(client: AsyncClient, email: str, password: str = TEST_PASSWORD) -> Response:
-    return await client.post(LOGIN, data={"username": email, "password": password})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.support.http import api_client
+from tests.support.users import SignIn, create_user, tokens_for
 
 
 @pytest.fixture
@@ -46,6 +32,6 @@ async def sign_in(app: FastAPI, session: AsyncSession, settings: Settings) -> As
 
         async def sign_in(user: User) -> AsyncClient:
             pair = await tokens_for(session, settings, user)
-            return await clients.enter_async_context(_client(app, pair.access_token))
+            return await clients.enter_async_context(api_client(app, pair.access_token))
 
         yield sign_in

@@ -13,8 +13,8 @@ from backoffice.auth.models import User
 from backoffice.auth.service import authenticate
 from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED, configure_logging
-from tests.auth.conftest import LOGOUT, ME, REFRESH, bearer, login
-from tests.conftest import TEST_PASSWORD, tokens_for
+from tests.support.http import bearer
+from tests.support.users import LOGOUT, ME, REFRESH, TEST_PASSWORD, login, tokens_for
 
 NEW_PASSWORD = "another long passphrase"  # test data
 

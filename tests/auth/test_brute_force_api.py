@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
-from tests.auth.conftest import LOGIN, ME, bearer
-from tests.conftest import TEST_PASSWORD, tokens_for
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem, bearer
+from tests.support.users import LOGIN, ME, TEST_PASSWORD, tokens_for
 
 PASSWORD = "the right long password"
 
@@ -177,7 +176,7 @@ async def test_password_changes_are_rate_limited_per_address_across_users(
     session: AsyncSession,
     settings: Settings,
 ) -> None:
-    from tests.conftest import create_user
+    from tests.support.users import create_user
 
     app.state.settings = settings.model_copy(update={"password_change_rate_limit": "2/minute"})
     users = [await create_user(session) for _ in range(3)]

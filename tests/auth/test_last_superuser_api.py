@@ -18,11 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from backoffice.auth.models import User
 from backoffice.core.main import create_app
-from tests.auth.conftest import SignIn, bearer, login
-from tests.conftest import create_user
-from tests.helpers import assert_problem
+from tests.support.factories import USERS
+from tests.support.http import assert_problem, bearer
+from tests.support.users import SignIn, create_user, login
 
-USERS = "/api/v1/users"
 PASSWORD = "a long enough password"
 ACTIONS = ["demote", "deactivate", "delete"]
 

@@ -15,9 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from backoffice.audit.models import DataChange
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
-from tests.auth.conftest import SignIn, login
-from tests.conftest import create_user
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem
+from tests.support.users import SignIn, create_user, login
 
 
 async def lock(session: AsyncSession, user: User, settings: Settings) -> None:

@@ -16,7 +16,8 @@ from backoffice.auth.dependencies import PermissionChecker, get_current_principa
 from backoffice.auth.permissions import Action, Module
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-from tests.conftest import _client, create_user, tokens_for
+from tests.support.http import api_client
+from tests.support.users import create_user, tokens_for
 
 PUBLIC_ROUTES = {("POST", "/api/v1/auth/sessions"), ("POST", "/api/v1/auth/tokens")}
 # Routes about the caller's own account or session: any signed-in user, no module needed.
@@ -130,7 +131,7 @@ async def test_permission_matrix(
     path = re.sub(r"\{[^}]+\}", "987654", route.path)
     body: dict[str, object] | None = {} if route.method in {"POST", "PUT", "PATCH"} else None
 
-    async with _client(app, token) as client:
+    async with api_client(app, token) as client:
         response = await client.request(route.method, path, json=body)
 
     denial = expected_denial(route, principal)

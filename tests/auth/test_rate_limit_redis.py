@@ -14,20 +14,14 @@ from backoffice.auth.models import User
 from backoffice.auth.rate_limit import RateLimiter
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-from tests.auth.conftest import login
-from tests.conftest import _client
+from tests.live_server import free_port
+from tests.support.http import api_client
+from tests.support.users import login
 
 
 class CIEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
     ci: bool = False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +33,7 @@ def redis_url() -> Iterator[str]:
         if CIEnvironment().ci:
             pytest.fail(message)  # CI installs it: missing there is a broken set-up
         pytest.skip(message)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(  # noqa: S603  # a fixed binary and arguments
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -69,7 +63,7 @@ async def _workers(app: FastAPI, settings: Settings) -> list[FastAPI]:
 
 
 async def _four_logins_across(workers: list[FastAPI], email: str) -> list[int]:
-    async with _client(workers[0]) as first, _client(workers[1]) as second:
+    async with api_client(workers[0]) as first, api_client(workers[1]) as second:
         return [(await login(client, email)).status_code for client in (first, second) * 2]
 
 

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.auth.conftest import LOGIN
-from tests.conftest import as_app
-from tests.live_server import (
-    free_port,
-    scratch_database,
-    server_environment,
-    server_process,
-    wait_until_ready,
-)
+from tests.live_server import free_port, server_environment, server_process, wait_until_ready
+from tests.support.database import as_app, scratch_database
+from tests.support.users import LOGIN
 
 
 async def test_run_does_not_believe_x_forwarded_for_from_localhost(

@@ -11,9 +11,8 @@ from sqlmodel import col
 
 from backoffice.auth.models import RefreshToken, User
 from backoffice.core.config import Settings
-from tests.auth.conftest import LOGIN, LOGOUT, ME, REFRESH, bearer, login
-from tests.conftest import TEST_PASSWORD
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem, bearer
+from tests.support.users import LOGIN, LOGOUT, ME, REFRESH, TEST_PASSWORD, login
 
 
 async def reload(session: AsyncSession, user: User) -> User:
@@ -50,7 +49,7 @@ async def test_login_email_is_case_insensitive(anonymous_client: AsyncClient, me
 async def _failure_bodies(
     anonymous_client: AsyncClient, session: AsyncSession
 ) -> list[dict[str, object]]:
-    from tests.conftest import create_user
+    from tests.support.users import create_user
 
     await create_user(session, email="disabled@example.com", is_active=False)
     await create_user(session, email="known@example.com")
@@ -337,7 +336,7 @@ async def test_request_without_token_gets_a_plain_bearer_challenge(
 async def test_wrong_current_passwords_count_towards_the_lockout(
     anonymous_client: AsyncClient, session: AsyncSession, settings: Settings, member: User
 ) -> None:
-    from tests.conftest import tokens_for
+    from tests.support.users import tokens_for
 
     headers = bearer((await tokens_for(session, settings, member)).access_token)
     change = {"new_password": "a new long passphrase"}

@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backoffice.auth.models import User
 from backoffice.auth.tokens import create_access_token
 from backoffice.core.config import Settings
-from tests.auth.conftest import ME, REFRESH, bearer
-from tests.conftest import TEST_PASSWORD, tokens_for
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem, bearer
+from tests.support.users import ME, REFRESH, TEST_PASSWORD, tokens_for
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -212,7 +211,7 @@ async def test_a_token_carrying_another_users_live_session_is_rejected(
     anonymous_client: AsyncClient, session: AsyncSession, settings: Settings, member: User
 ) -> None:
     """A session id proves a login of the token's own user, not merely some live login."""
-    from tests.conftest import create_user
+    from tests.support.users import create_user
 
     other = await create_user(session, email="other-session@example.com")
     other_claims = await valid_claims(session, settings, other)

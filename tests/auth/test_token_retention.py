@@ -31,10 +31,9 @@ from backoffice.auth.retention import (
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.main import create_app
-from tests.auth.conftest import REFRESH
-from tests.conftest import create_user, tokens_for
-from tests.helpers import assert_problem
 from tests.live_server import free_port, server_environment
+from tests.support.http import assert_problem
+from tests.support.users import REFRESH, create_user, tokens_for
 
 PAST = timedelta(days=-1)
 FUTURE = timedelta(days=1)

@@ -21,15 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import as_app
-from tests.live_server import (
-    free_port,
-    scratch_database,
-    server_environment,
-    server_process,
-    tail,
-    wait_until_ready,
-)
+from tests.live_server import free_port, server_environment, server_process, tail, wait_until_ready
+from tests.support.database import as_app, scratch_database
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SUPERUSER_EMAIL = "contract@example.com"

@@ -8,7 +8,7 @@ from httpx import AsyncClient
 from sqlalchemy import text
 
 from backoffice.core.database import SessionDep
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem
 
 
 @pytest.mark.parametrize(

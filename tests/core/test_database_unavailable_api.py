@@ -24,9 +24,8 @@ from backoffice.core.config import Environment, Settings
 from backoffice.core.database import Database
 from backoffice.core.errors import RETRY_AFTER_S
 from backoffice.core.main import create_app
-from tests.conftest import _client
-from tests.helpers import assert_problem
 from tests.live_server import free_port
+from tests.support.http import api_client, assert_problem
 
 # The app's bounds in these tests, and what a slow, loaded CI machine may add to them: still
 # short of the default bounds (2 s), let alone the driver's own connect time-out (60 s).
@@ -88,7 +87,7 @@ async def _client_of(port: int) -> AsyncIterator[AsyncClient]:
     app.state.database = Database.connect(f"postgresql://nobody@127.0.0.1:{port}/none", settings)
     token = create_access_token(settings, user_id=1, token_version=0, session_id=uuid.uuid4())
     try:
-        async with _client(app, token.token) as client:
+        async with api_client(app, token.token) as client:
             yield client
     finally:
         await app.state.database.dispose()
@@ -146,7 +145,7 @@ async def test_a_pool_with_no_free_connection_answers_503_within_the_checkout_bo
     try:
         async with database.engine.connect() as held:  # the pool's only connection
             await held.exec_driver_sql("SELECT 1")
-            async with _client(app, client.headers["Authorization"].split()[1]) as busy:
+            async with api_client(app, client.headers["Authorization"].split()[1]) as busy:
                 started = time.monotonic()
                 response = await busy.get("/api/v1/products")
                 took = time.monotonic() - started

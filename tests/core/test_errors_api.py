@@ -15,8 +15,8 @@ from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.main import create_app
-from tests.conftest import tokens_for
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem
+from tests.support.users import tokens_for
 
 
 async def test_unknown_route_returns_404_problem(client: AsyncClient) -> None:

@@ -24,17 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backoffice.core.database import libpq_url
 from backoffice.core.metrics import MULTIPROC_DIR_ENV
-from tests.conftest import as_app
-from tests.live_server import (
-    free_port,
-    scratch_database,
-    server_environment,
-    server_process,
-    tail,
-    wait_until_ready,
-)
+from tests.live_server import free_port, server_environment, server_process, tail, wait_until_ready
+from tests.support.database import as_app, scratch_database
+from tests.support.factories import PRODUCTS
 
-PRODUCTS = "/api/v1/products"
 SECRET_KEY = secrets.token_urlsafe(48)  # made per run: no secret-looking literal in the repo
 METRICS_TOKEN = secrets.token_urlsafe(32)  # production refuses open metrics
 SUPERUSER_EMAIL = "shutdown@example.com"

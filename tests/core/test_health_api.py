@@ -3,7 +3,7 @@ from httpx import AsyncClient
 
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
-from tests.helpers import assert_problem
+from tests.support.http import assert_problem
 
 
 async def test_live_returns_ok(client: AsyncClient) -> None:

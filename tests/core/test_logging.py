@@ -12,10 +12,8 @@ from backoffice.auth.models import User
 from backoffice.auth.repository import TokenRepository, UserRepository
 from backoffice.core.config import Environment, Settings
 from backoffice.core.logging import REDACTED, configure_logging, redacted
-from tests.conftest import create_user, tokens_for
+from tests.support.users import LOGIN, REFRESH, create_user, tokens_for
 
-LOGIN = "/api/v1/auth/sessions"
-REFRESH = "/api/v1/auth/tokens"
 PLAINTEXT_PASSWORD = "plaintext-password-in-flight-7f3a"  # test data, never stored
 MAX_LOG_BYTES = 10_000  # a 500 costs a few kilobytes; locals made it megabytes
 

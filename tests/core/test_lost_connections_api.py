@@ -19,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backoffice.core.database import Database
 from backoffice.core.errors import RETRY_AFTER_S
-from tests.helpers import assert_problem
-
-PRODUCTS = "/api/v1/products"
+from tests.support.factories import PRODUCTS
+from tests.support.http import assert_problem
 
 
 def _database_of(client: AsyncClient) -> Database:

@@ -20,11 +20,10 @@ from backoffice.audit.models import AccessLog
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
 from backoffice.core.metrics import _forget_dead_workers, prepare_multiprocess_dir
-from tests.conftest import _client
-from tests.helpers import assert_problem
+from tests.support.factories import PRODUCTS
+from tests.support.http import api_client, assert_problem
 
 METRICS = "/metrics"
-PRODUCTS = "/api/v1/products"
 PRODUCT = "/api/v1/products/{product_id}"
 TOKEN = "scrape-token-0123456789abcdef"
 
@@ -76,7 +75,7 @@ async def protected_client(settings: Settings, app: FastAPI) -> AsyncIterator[As
     """An anonymous client of an app whose metrics need TOKEN (on the test's database)."""
     protected = create_app(settings.model_copy(update={"metrics_token": SecretStr(TOKEN)}))
     protected.state.database = app.state.database
-    async with _client(protected) as client:
+    async with api_client(protected) as client:
         yield client
 
 
@@ -282,7 +281,7 @@ async def test_the_token_does_not_replace_api_authentication(
 
 async def test_metrics_can_be_switched_off(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"metrics_enabled": False}))
-    async with _client(app) as client:
+    async with api_client(app) as client:
         response = await client.get(METRICS)
 
     assert_problem(response, 404)
@@ -294,7 +293,7 @@ async def test_apps_do_not_share_their_numbers(
 ) -> None:
     await client.get(f"{PRODUCTS}/999999")
     other = create_app(settings)
-    async with _client(other) as other_client:
+    async with api_client(other) as other_client:
         response = await scrape(other_client)
 
     not_found = {"method": "GET", "handler": PRODUCT, "status": "404"}

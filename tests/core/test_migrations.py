@@ -1,7 +1,6 @@
 """The migrations are the schema: prove they match the models and that Atlas would accept them."""
 
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from backoffice.core.migrations import (
     split_statements,
 )
 from backoffice.core.models import import_all_models
-from tests.conftest import _admin, _with_database
+from tests.support.database import scratch_database
 
 # Every property of the schema that drift could touch, as comparable rows.
 _CATALOG_QUERIES = {
@@ -71,11 +70,10 @@ async def catalog(url: str) -> dict[str, set[tuple[Any, ...]]]:
 
 
 @pytest.fixture
-async def scratch_database(server_url: str) -> AsyncIterator[str]:
-    name = f"scratch_{uuid.uuid4().hex[:12]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    yield _with_database(server_url, name)
-    await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A database with no schema yet, for the migrations (or the models) to build."""
+    async with scratch_database(server_url, "scratch", migrations=None) as url:
+        yield url
 
 
 async def _create_all(url: str) -> None:
@@ -121,12 +119,12 @@ def test_sum_algorithm_matches_atlas_on_a_known_directory(tmp_path: Path) -> Non
 
 
 async def test_migrations_produce_exactly_the_models_schema(
-    database_url: str, scratch_database: str
+    database_url: str, empty_database: str
 ) -> None:
     """No drift either way: migrated database == metadata.create_all, object by object."""
-    await _create_all(scratch_database)
+    await _create_all(empty_database)
 
-    migrated, declared = await catalog(database_url), await catalog(scratch_database)
+    migrated, declared = await catalog(database_url), await catalog(empty_database)
 
     for kind in _CATALOG_QUERIES:
         assert migrated[kind] - declared[kind] == set(), f"{kind} only in migrations"
@@ -179,11 +177,11 @@ def rehash(directory: Path) -> None:
     (directory / SUM_FILE).write_text(compute_sum_file(read_migration_files(directory)))
 
 
-async def test_a_tampered_migration_is_refused(scratch_database: str, directory: Path) -> None:
+async def test_a_tampered_migration_is_refused(empty_database: str, directory: Path) -> None:
     edit_first_migration(directory, b"\n-- sneaky edit\n")
 
     with pytest.raises(MigrationError, match="does not match"):
-        await apply_migrations(scratch_database, directory)
+        await apply_migrations(empty_database, directory)
 
 
 async def test_a_changed_applied_migration_is_refused(database_url: str, directory: Path) -> None:
@@ -195,7 +193,7 @@ async def test_a_changed_applied_migration_is_refused(database_url: str, directo
 
 
 async def test_a_failing_migration_leaves_nothing_behind(
-    scratch_database: str, directory: Path
+    empty_database: str, directory: Path
 ) -> None:
     (directory / "99990101000000_broken.sql").write_text(
         "CREATE TABLE half_done (id int);\nSELECT * FROM no_such_table;\n"
@@ -203,9 +201,9 @@ async def test_a_failing_migration_leaves_nothing_behind(
     rehash(directory)
 
     with pytest.raises(asyncpg.UndefinedTableError):
-        await apply_migrations(scratch_database, directory)
+        await apply_migrations(empty_database, directory)
 
-    tables = (await catalog(scratch_database))["tables"]
+    tables = (await catalog(empty_database))["tables"]
     assert ("half_done",) not in tables
     assert ("products",) in tables  # earlier files were applied and kept
 

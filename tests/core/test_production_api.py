@@ -11,8 +11,7 @@ from pydantic import SecretStr
 
 from backoffice.core.config import Environment, Settings
 from backoffice.core.main import create_app
-from tests.conftest import _client
-from tests.helpers import assert_problem
+from tests.support.http import api_client, assert_problem
 
 DOCUMENTATION = ["/docs", "/redoc", "/openapi.json"]
 METRICS_TOKEN = secrets.token_urlsafe(32)  # made per run: no secret-looking literal in the repo
@@ -32,7 +31,7 @@ def production(settings: Settings, **overrides: object) -> Settings:
 async def production_client(settings: Settings, app: FastAPI) -> AsyncIterator[AsyncClient]:
     served = create_app(production(settings))
     served.state.database = app.state.database
-    async with _client(served) as client:
+    async with api_client(served) as client:
         yield client
 
 
@@ -51,7 +50,7 @@ async def test_production_serves_documentation_when_switched_on(
 ) -> None:
     served = create_app(production(settings, docs_enabled=True))
     served.state.database = app.state.database
-    async with _client(served) as client:
+    async with api_client(served) as client:
         response = await client.get(path)
 
     assert response.status_code == 200

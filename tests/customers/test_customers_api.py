@@ -1,3 +1,7 @@
+"""The customers API: creating, changing and deleting a customer, and the rule that a customer
+with open tasks cannot be deleted. ETag, If-Match, 404 and id range:
+tests/core/test_versioned_resources_api.py."""
+
 import asyncio
 from typing import Any
 
@@ -7,23 +11,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.customers.models import Customer
-from tests.customers.conftest import CUSTOMERS, CreateCustomer, customer_payload
-from tests.helpers import assert_problem
-
-# The task fixtures, for the delete rule; imported here (re-exported so pytest finds them)
-# because tests/tasks/conftest.py itself imports the customers' conftest.
-from tests.tasks.conftest import TASKS, CreateTask, SetStatus, create_task, set_status
-
-__all__ = ["create_task", "set_status"]
-
-
-async def stored(session: AsyncSession, customer_id: int) -> Customer | None:
-    result = await session.execute(
-        select(Customer)
-        .where(Customer.id == customer_id)  # type: ignore[arg-type]
-        .execution_options(populate_existing=True)
-    )
-    return result.scalars().one_or_none()
+from tests.support.database import stored
+from tests.support.factories import (
+    CUSTOMERS,
+    TASKS,
+    CreateCustomer,
+    CreateTask,
+    SetStatus,
+    customer_payload,
+)
+from tests.support.http import assert_problem
 
 
 async def stored_count(session: AsyncSession) -> int:
@@ -52,7 +49,7 @@ async def test_create_customer_returns_201_with_location_etag_and_body(
     assert response.headers["etag"] == '"1"'
     assert body | payload == body  # every field sent comes back unchanged
     assert body["version"] == 1
-    customer = await stored(session, body["id"])
+    customer = await stored(session, Customer, body["id"])
     assert customer is not None
     assert (customer.email, customer.phone, customer.status) == (
         "grace@navy.example",
@@ -102,7 +99,7 @@ async def test_create_customer_stores_phone_in_e164(
 
     assert response.status_code == 201, response.text
     assert response.json()["phone"] == normalised
-    customer = await stored(session, response.json()["id"])
+    customer = await stored(session, Customer, response.json()["id"])
     assert customer is not None
     assert customer.phone == normalised
 
@@ -244,83 +241,6 @@ async def test_create_customer_with_huge_chunked_body_returns_413(client: AsyncC
     assert_problem(response, 413)
 
 
-# --- read -----------------------------------------------------------------------------------
-
-
-async def test_get_customer_returns_200_with_etag(
-    client: AsyncClient, create_customer: CreateCustomer
-) -> None:
-    created = await create_customer(company="Acme", notes="hello")
-
-    response = await client.get(f"{CUSTOMERS}/{created['id']}")
-
-    assert response.status_code == 200
-    assert response.json() == created
-    assert response.headers["etag"] == '"1"'
-
-
-async def test_get_missing_customer_returns_404(client: AsyncClient) -> None:
-    response = await client.get(f"{CUSTOMERS}/424242")
-
-    problem = assert_problem(response, 404, "not-found")
-    assert "424242" in problem["detail"]
-
-
-@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
-@pytest.mark.parametrize("bad_id", ["0", "-1", "abc", str(2**31), "1.5", "1e3"])
-async def test_customer_with_out_of_range_id_returns_422(
-    client: AsyncClient, method: str, bad_id: str
-) -> None:
-    body = {"name": "x"} if method == "PATCH" else None
-
-    response = await client.request(method, f"{CUSTOMERS}/{bad_id}", json=body)
-
-    problem = assert_problem(response, 422, "validation-error")
-    assert "path.customer_id" in {error["field"] for error in problem["errors"]}
-
-
-async def test_get_customer_with_largest_id_returns_404(client: AsyncClient) -> None:
-    response = await client.get(f"{CUSTOMERS}/{2**31 - 1}")
-
-    assert_problem(response, 404, "not-found")
-
-
-@pytest.mark.parametrize("if_none_match", ['"1"', 'W/"1"', '"9", "1"', "*"])
-async def test_get_customer_with_matching_if_none_match_returns_304(
-    client: AsyncClient, create_customer: CreateCustomer, if_none_match: str
-) -> None:
-    created = await create_customer()
-
-    response = await client.get(
-        f"{CUSTOMERS}/{created['id']}", headers={"If-None-Match": if_none_match}
-    )
-
-    assert response.status_code == 304
-    assert response.content == b""
-    assert response.headers["etag"] == '"1"'
-
-
-async def test_get_customer_with_stale_if_none_match_returns_200_with_new_etag(
-    client: AsyncClient, create_customer: CreateCustomer
-) -> None:
-    created = await create_customer()
-    await client.patch(f"{CUSTOMERS}/{created['id']}", json={"status": "active"})
-
-    response = await client.get(f"{CUSTOMERS}/{created['id']}", headers={"If-None-Match": '"1"'})
-
-    assert response.status_code == 200
-    assert response.headers["etag"] == '"2"'
-    assert response.json()["status"] == "active"
-
-
-async def test_get_missing_customer_with_if_none_match_star_returns_404(
-    client: AsyncClient,
-) -> None:
-    response = await client.get(f"{CUSTOMERS}/424242", headers={"If-None-Match": "*"})
-
-    assert_problem(response, 404, "not-found")
-
-
 # --- update ---------------------------------------------------------------------------------
 
 
@@ -380,67 +300,6 @@ async def test_patch_customer_phone_is_normalised(
     assert response.json()["phone"] == normalised
 
 
-async def test_patch_customer_with_current_if_match_returns_200(
-    client: AsyncClient, create_customer: CreateCustomer
-) -> None:
-    created = await create_customer()
-
-    response = await client.patch(
-        f"{CUSTOMERS}/{created['id']}", json={"status": "active"}, headers={"If-Match": '"1"'}
-    )
-
-    assert response.status_code == 200
-    assert response.json()["status"] == "active"
-    assert response.headers["etag"] == '"2"'
-
-
-@pytest.mark.parametrize("if_match", ['"0"', 'W/"1"', '"2"', "1", '"1'])
-async def test_patch_customer_with_stale_if_match_returns_412_and_changes_nothing(
-    client: AsyncClient, session: AsyncSession, create_customer: CreateCustomer, if_match: str
-) -> None:
-    created = await create_customer(name="Original")
-
-    response = await client.patch(
-        f"{CUSTOMERS}/{created['id']}", json={"name": "Lost update"}, headers={"If-Match": if_match}
-    )
-
-    assert_problem(response, 412, "precondition-failed")
-    customer = await stored(session, created["id"])
-    assert customer is not None
-    assert (customer.name, customer.version) == ("Original", 1)
-
-
-async def test_patch_customer_with_if_match_of_previous_version_returns_412(
-    client: AsyncClient, create_customer: CreateCustomer
-) -> None:
-    created = await create_customer(name="Original")
-    first = await client.patch(
-        f"{CUSTOMERS}/{created['id']}", json={"name": "First"}, headers={"If-Match": '"1"'}
-    )
-
-    second = await client.patch(
-        f"{CUSTOMERS}/{created['id']}", json={"name": "Second"}, headers={"If-Match": '"1"'}
-    )
-
-    assert first.status_code == 200
-    problem = assert_problem(second, 412, "precondition-failed")
-    assert '"2"' in problem["detail"]
-    assert (await client.get(f"{CUSTOMERS}/{created['id']}")).json()["name"] == "First"
-
-
-async def test_patch_customer_with_empty_body_changes_nothing(
-    client: AsyncClient, create_customer: CreateCustomer
-) -> None:
-    created = await create_customer()
-
-    response = await client.patch(f"{CUSTOMERS}/{created['id']}", json={})
-
-    assert response.status_code == 200
-    assert response.json() == created
-    assert response.headers["etag"] == '"1"'
-    assert (await client.get(f"{CUSTOMERS}/{created['id']}")).json() == created
-
-
 @pytest.mark.parametrize("field", ["phone", "company", "notes"])
 async def test_patch_customer_optional_field_to_null_clears_it(
     client: AsyncClient, create_customer: CreateCustomer, field: str
@@ -467,7 +326,7 @@ async def test_patch_customer_required_field_to_null_returns_422_and_changes_not
 
     problem = assert_problem(response, 422, "validation-error")
     assert f"body.{field}" in {error["field"] for error in problem["errors"]}
-    customer = await stored(session, created["id"])
+    customer = await stored(session, Customer, created["id"])
     assert customer is not None
     assert (customer.name, customer.email, customer.status, customer.version) == (
         created["name"],
@@ -516,7 +375,7 @@ async def test_patch_customer_with_invalid_body_returns_422_and_changes_nothing(
 
     problem = assert_problem(response, 422, "validation-error")
     assert field in {error["field"] for error in problem["errors"]}
-    customer = await stored(session, created["id"])
+    customer = await stored(session, Customer, created["id"])
     assert customer is not None
     assert (customer.name, customer.version) == (created["name"], 1)
 
@@ -545,7 +404,7 @@ async def test_patch_customer_to_a_taken_email_in_any_case_returns_409_and_chang
 
     problem = assert_problem(response, 409, "conflict")
     assert "email" in problem["detail"]
-    customer = await stored(session, other["id"])
+    customer = await stored(session, Customer, other["id"])
     assert customer is not None
     assert (customer.email, customer.version) == ("other@example.com", 1)
 
@@ -559,13 +418,6 @@ async def test_patch_customer_email_to_its_own_address_in_another_case_returns_2
 
     assert response.status_code == 200
     assert response.json()["email"] == "Ada@example.com"
-
-
-async def test_patch_missing_customer_returns_404(client: AsyncClient) -> None:
-    response = await client.patch(f"{CUSTOMERS}/999999", json={"name": "x"})
-
-    problem = assert_problem(response, 404, "not-found")
-    assert "999999" in problem["detail"]
 
 
 async def test_patch_customer_with_huge_body_returns_413(
@@ -582,20 +434,6 @@ async def test_patch_customer_with_huge_body_returns_413(
 # --- delete ---------------------------------------------------------------------------------
 
 
-async def test_delete_customer_returns_204_then_404(
-    client: AsyncClient, session: AsyncSession, create_customer: CreateCustomer
-) -> None:
-    created = await create_customer()
-
-    response = await client.delete(f"{CUSTOMERS}/{created['id']}")
-
-    assert response.status_code == 204
-    assert response.content == b""
-    assert_problem(await client.get(f"{CUSTOMERS}/{created['id']}"), 404, "not-found")
-    assert_problem(await client.delete(f"{CUSTOMERS}/{created['id']}"), 404, "not-found")
-    assert await stored(session, created["id"]) is None
-
-
 async def test_delete_customer_frees_its_email(
     client: AsyncClient, create_customer: CreateCustomer
 ) -> None:
@@ -605,40 +443,6 @@ async def test_delete_customer_frees_its_email(
     response = await client.post(CUSTOMERS, json=customer_payload(email="REUSE@example.com"))
 
     assert response.status_code == 201
-
-
-async def test_delete_missing_customer_returns_404(client: AsyncClient) -> None:
-    response = await client.delete(f"{CUSTOMERS}/999999")
-
-    problem = assert_problem(response, 404, "not-found")
-    assert "999999" in problem["detail"]
-
-
-@pytest.mark.parametrize("if_match", ['"1"', 'W/"2"', '"3"'])
-async def test_delete_customer_with_stale_if_match_returns_412_and_keeps_it(
-    client: AsyncClient, session: AsyncSession, create_customer: CreateCustomer, if_match: str
-) -> None:
-    created = await create_customer()
-    await client.patch(f"{CUSTOMERS}/{created['id']}", json={"name": "v2"})
-
-    response = await client.delete(f"{CUSTOMERS}/{created['id']}", headers={"If-Match": if_match})
-
-    assert_problem(response, 412, "precondition-failed")
-    customer = await stored(session, created["id"])
-    assert customer is not None
-    assert (customer.name, customer.version) == ("v2", 2)
-
-
-@pytest.mark.parametrize("if_match", ['"1"', "*", '"7", "1"'])
-async def test_delete_customer_with_current_if_match_returns_204(
-    client: AsyncClient, create_customer: CreateCustomer, if_match: str
-) -> None:
-    created = await create_customer()
-
-    response = await client.delete(f"{CUSTOMERS}/{created['id']}", headers={"If-Match": if_match})
-
-    assert response.status_code == 204
-    assert_problem(await client.get(f"{CUSTOMERS}/{created['id']}"), 404)
 
 
 # Each open status, reached from `todo` through legal transitions only.

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.customers.models import Customer, CustomerStatus
 from backoffice.customers.schemas import CustomerSort
-from tests.customers.conftest import CUSTOMERS, CreateCustomer
-from tests.helpers import assert_problem, walk_pages
+from tests.support.factories import CUSTOMERS, CreateCustomer
+from tests.support.http import assert_problem, walk_pages
 
 ROWS = 150
 _NAMES = ["Ada", "bob", "Émile", "carol", "Zoë", "ada", "Bob"]

@@ -8,7 +8,6 @@ offline. Screenshots land in `test-artifacts/screenshots/` (git-ignored).
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,8 +35,8 @@ from backoffice.core.config import (
     PROJECT_ROOT,
     Settings,
 )
-from tests.conftest import as_app
-from tests.live_server import scratch_database
+from tests.live_server import free_port
+from tests.support.database import as_app, scratch_database
 
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"
@@ -56,13 +55,6 @@ class E2EEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
     ci: bool = False
     chromium_path: Path = Path("/usr/bin/chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +134,7 @@ def live_server(
     """`python -m backoffice serve` (two workers) on a free port; its bootstrap creates the
     default roles and the first superuser. Yields the base URL once /health/ready says so;
     its log is test-artifacts/e2e-server.log."""
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS_DIR / "e2e-server.log"

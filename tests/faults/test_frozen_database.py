@@ -16,9 +16,10 @@ from httpx import AsyncClient, Response
 from backoffice.core.config import Environment, Settings
 from backoffice.core.database import Database
 from backoffice.core.main import create_app
-from tests.conftest import _client, create_user, tokens_for
-from tests.helpers import assert_problem
 from tests.own_postgres import OwnPostgres, own_postgres
+from tests.support.http import api_client as _client
+from tests.support.http import assert_problem
+from tests.support.users import create_user, tokens_for
 
 STATEMENT_TIMEOUT_MS = 1_000  # the client-side statement bound is one second more
 CONNECT_TIMEOUT_MS = 500

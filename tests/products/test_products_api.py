@@ -1,3 +1,6 @@
+"""The products API: creating, changing and deleting a product, and adjusting its stock. ETag,
+If-Match, 404 and id range: tests/core/test_versioned_resources_api.py."""
+
 from decimal import Decimal
 from typing import Any
 
@@ -8,18 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.core.schemas import MAX_INT4
 from backoffice.products.models import Product
-from tests.helpers import assert_problem
-from tests.products.conftest import CreateProduct, product_payload
-
-PRODUCTS = "/api/v1/products"
-
-
-async def stored(session: AsyncSession, product_id: int) -> Product | None:
-    result = await session.execute(
-        select(Product).where(Product.id == product_id).execution_options(populate_existing=True)  # type: ignore[arg-type]
-    )
-    return result.scalars().one_or_none()
-
+from tests.support.database import stored
+from tests.support.factories import PRODUCTS, CreateProduct, product_payload
+from tests.support.http import assert_problem
 
 # --- create ---------------------------------------------------------------------------------
 
@@ -38,7 +32,7 @@ async def test_create_product_returns_201_with_location_etag_and_body(
     assert body | payload == body  # every field sent comes back unchanged
     assert body["version"] == 1
     assert body["is_active"] is True
-    product = await stored(session, body["id"])
+    product = await stored(session, Product, body["id"])
     assert product is not None
     assert product.price == Decimal("89.90")
 
@@ -111,62 +105,6 @@ async def test_create_product_with_huge_body_returns_413(client: AsyncClient) ->
     assert_problem(response, 413)
 
 
-# --- read -----------------------------------------------------------------------------------
-
-
-async def test_get_product_returns_200_with_etag(
-    client: AsyncClient, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-
-    response = await client.get(f"{PRODUCTS}/{created['id']}")
-
-    assert response.status_code == 200
-    assert response.json() == created
-    assert response.headers["etag"] == '"1"'
-
-
-async def test_get_missing_product_returns_404(client: AsyncClient) -> None:
-    response = await client.get(f"{PRODUCTS}/424242")
-
-    problem = assert_problem(response, 404, "not-found")
-    assert "424242" in problem["detail"]
-
-
-@pytest.mark.parametrize("bad_id", ["0", "-1", "abc", str(2**31), "1.5"])
-async def test_get_product_with_out_of_range_id_returns_422(
-    client: AsyncClient, bad_id: str
-) -> None:
-    response = await client.get(f"{PRODUCTS}/{bad_id}")
-
-    assert_problem(response, 422)
-
-
-@pytest.mark.parametrize("if_none_match", ['"1"', 'W/"1"', '"9", "1"', "*"])
-async def test_get_product_with_matching_if_none_match_returns_304(
-    client: AsyncClient, create_product: CreateProduct, if_none_match: str
-) -> None:
-    created = await create_product()
-
-    response = await client.get(
-        f"{PRODUCTS}/{created['id']}", headers={"If-None-Match": if_none_match}
-    )
-
-    assert response.status_code == 304
-    assert response.content == b""
-    assert response.headers["etag"] == '"1"'
-
-
-async def test_get_product_with_stale_if_none_match_returns_200(
-    client: AsyncClient, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-
-    response = await client.get(f"{PRODUCTS}/{created['id']}", headers={"If-None-Match": '"0"'})
-
-    assert response.status_code == 200
-
-
 # --- update ---------------------------------------------------------------------------------
 
 
@@ -187,46 +125,6 @@ async def test_patch_product_changes_only_the_fields_sent_and_bumps_version(
     assert body["sku"] == created["sku"]
     assert body["version"] == 2
     assert response.headers["etag"] == '"2"'
-
-
-async def test_patch_product_with_current_if_match_returns_200(
-    client: AsyncClient, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-
-    response = await client.patch(
-        f"{PRODUCTS}/{created['id']}", json={"is_active": False}, headers={"If-Match": '"1"'}
-    )
-
-    assert response.status_code == 200
-    assert response.json()["is_active"] is False
-
-
-@pytest.mark.parametrize("if_match", ['"0"', 'W/"1"', '"2"'])
-async def test_patch_product_with_stale_if_match_returns_412_and_changes_nothing(
-    client: AsyncClient, session: AsyncSession, create_product: CreateProduct, if_match: str
-) -> None:
-    created = await create_product(name="Original")
-
-    response = await client.patch(
-        f"{PRODUCTS}/{created['id']}", json={"name": "Lost update"}, headers={"If-Match": if_match}
-    )
-
-    assert_problem(response, 412, "precondition-failed")
-    product = await stored(session, created["id"])
-    assert product is not None
-    assert (product.name, product.version) == ("Original", 1)
-
-
-async def test_patch_product_with_empty_body_changes_nothing(
-    client: AsyncClient, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-
-    response = await client.patch(f"{PRODUCTS}/{created['id']}", json={})
-
-    assert response.status_code == 200
-    assert response.json() == created
 
 
 @pytest.mark.parametrize(
@@ -265,48 +163,7 @@ async def test_patch_product_to_a_taken_sku_returns_409(
     assert_problem(response, 409, "conflict")
 
 
-async def test_patch_missing_product_returns_404(client: AsyncClient) -> None:
-    response = await client.patch(f"{PRODUCTS}/999999", json={"name": "x"})
-
-    assert_problem(response, 404)
-
-
 # --- delete ---------------------------------------------------------------------------------
-
-
-async def test_delete_product_returns_204_then_404(
-    client: AsyncClient, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-
-    response = await client.delete(f"{PRODUCTS}/{created['id']}")
-
-    assert response.status_code == 204
-    assert response.content == b""
-    assert (await client.get(f"{PRODUCTS}/{created['id']}")).status_code == 404
-    assert_problem(await client.delete(f"{PRODUCTS}/{created['id']}"), 404)
-
-
-async def test_delete_product_with_stale_if_match_returns_412_and_keeps_it(
-    client: AsyncClient, session: AsyncSession, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-    await client.patch(f"{PRODUCTS}/{created['id']}", json={"name": "v2"})
-
-    response = await client.delete(f"{PRODUCTS}/{created['id']}", headers={"If-Match": '"1"'})
-
-    assert_problem(response, 412)
-    assert await stored(session, created["id"]) is not None
-
-
-async def test_delete_product_with_current_if_match_returns_204(
-    client: AsyncClient, create_product: CreateProduct
-) -> None:
-    created = await create_product()
-
-    response = await client.delete(f"{PRODUCTS}/{created['id']}", headers={"If-Match": '"1"'})
-
-    assert response.status_code == 204
 
 
 # --- stock ----------------------------------------------------------------------------------
@@ -339,7 +196,7 @@ async def test_stock_adjustment_below_zero_returns_409_and_keeps_stock(
 
     problem = assert_problem(response, 409, "conflict")
     assert "2 in stock" in problem["detail"]
-    product = await stored(session, created["id"])
+    product = await stored(session, Product, created["id"])
     assert product is not None
     assert product.stock_quantity == 2
 
@@ -361,7 +218,7 @@ async def test_stock_adjustment_past_the_column_range_returns_409_and_keeps_stoc
     problem = assert_problem(response, 409, "conflict")
     assert f"{stock} in stock" in problem["detail"]
     assert str(MAX_INT4) in problem["detail"]
-    product = await stored(session, created["id"])
+    product = await stored(session, Product, created["id"])
     assert product is not None
     assert product.stock_quantity == stock
 

@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.products.models import Product
 from backoffice.products.schemas import ProductSort
-from tests.helpers import assert_problem, walk_pages
-from tests.products.conftest import CreateProduct, product_payload
-from tests.products.test_products_api import PRODUCTS
+from tests.support.factories import PRODUCTS, CreateProduct, product_payload
+from tests.support.http import assert_problem, walk_pages
 
 ROWS = 230
 

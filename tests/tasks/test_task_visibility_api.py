@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backoffice.auth.models import Role
 from backoffice.auth.repository import RoleRepository
 from backoffice.core.config import Settings
-from tests.conftest import _client, create_user, tokens_for
-from tests.helpers import assert_problem
-from tests.tasks.conftest import TASKS, CreateCustomer, CreateProduct, task_payload
+from tests.support.factories import TASKS, CreateCustomer, CreateProduct, task_payload
+from tests.support.http import api_client, assert_problem
+from tests.support.users import create_user, tokens_for
 
 MISSING_ID = 2**31 - 1
 # Each reference field, the module that guards what it points to, and its summary's key.
@@ -51,7 +51,7 @@ async def sign_in(app: FastAPI, session: AsyncSession, settings: Settings) -> As
             await session.commit()
             user = await create_user(session, roles=[role.name])
             pair = await tokens_for(session, settings, user)
-            return await clients.enter_async_context(_client(app, pair.access_token))
+            return await clients.enter_async_context(api_client(app, pair.access_token))
 
         yield sign_in
 
@@ -102,7 +102,7 @@ async def test_viewer_sees_assignee_ids_but_no_assignee_details(
     viewer = await create_user(session, roles=["viewer"])
     pair = await tokens_for(session, settings, viewer)
 
-    async with _client(app, pair.access_token) as viewer_client:
+    async with api_client(app, pair.access_token) as viewer_client:
         answers = task_answers(
             await viewer_client.get(f"{TASKS}/{created['id']}"),
             await viewer_client.get(TASKS),

@@ -18,9 +18,9 @@ from backoffice.customers.models import Customer
 from backoffice.products.models import Product
 from backoffice.tasks.models import Task, TaskPriority, TaskStatus
 from backoffice.tasks.schemas import TaskSort
-from tests.conftest import _client, create_user, tokens_for
-from tests.helpers import assert_problem, walk_pages
-from tests.tasks.conftest import TASKS
+from tests.support.factories import TASKS
+from tests.support.http import api_client, assert_problem, walk_pages
+from tests.support.users import create_user, tokens_for
 
 ROWS = 200
 OPEN = {"todo", "in_progress", "blocked"}
@@ -479,7 +479,7 @@ async def test_assignee_me_is_the_callers_own_tasks(
     await session.commit()
     pair = await tokens_for(session, settings, viewer)
 
-    async with _client(app, pair.access_token) as viewer_client:
+    async with api_client(app, pair.access_token) as viewer_client:
         items = await walk(viewer_client, [("assignee", "me")], limit=3)
         by_id = await walk(viewer_client, [("assignee_id", str(viewer.id))], limit=3)
 

@@ -1,11 +1,24 @@
-"""Assertions shared by every slice's tests."""
+"""HTTP-side helpers: a client on an app, and the answers every slice shares."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from httpx import AsyncClient, Response
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient, Response
 
 from backoffice.core.pagination import DEFAULT_LIMIT
+
+
+def api_client(app: FastAPI, token: str | None = None) -> AsyncClient:
+    """A client on `app` in-process, signed in with `token` when given. App exceptions become
+    the 500 a server would answer, not errors raised into the test."""
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    headers = bearer(token) if token else {}
+    return AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def assert_problem(response: Response, status: int, slug: str | None = None) -> dict[str, Any]:

@@ -1,3 +1,5 @@
+"""Reading the audit trail back: the data changes recorded for an entity."""
+
 from typing import Any
 
 from sqlalchemy import select
