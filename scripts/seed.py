@@ -11,6 +11,7 @@ import asyncio
 
 import asyncpg
 
+from backoffice.audit import changes
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import get_settings
 from backoffice.core.database import Database, app_database_url, libpq_url
@@ -89,9 +90,10 @@ async def seed_customers(url: str, count: int) -> int:
 
 async def main(products: int, customers: int) -> None:
     settings = get_settings()
-    # Demo data is the app's business: written with the app's role, as the API would.
+    # Demo data is the app's business: written with the app's role, as the API would, and
+    # the roles and superuser recorded in the audit trail as the API's writes are.
     url = await app_database_url(settings)
-    database = Database.connect(url, settings)
+    database = Database.connect(url, settings, session_class=changes.session_class(settings))
     try:
         async with database.sessions.begin() as session:
             created = await ensure_defaults(session, settings)

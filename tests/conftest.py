@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backoffice.audit.changes import AuditedSession
 from backoffice.audit.models import RETENTION_SETTING
 from backoffice.auth.bootstrap import DEFAULT_ROLES
 from backoffice.auth.models import Role, User, UserRole
@@ -194,9 +195,13 @@ async def owner_rights(connection: AsyncConnection) -> AsyncIterator[None]:
 @pytest.fixture
 def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
     # Each session (the app's and the test's) joins the test transaction through a
-    # savepoint: its commit releases the savepoint, its rollback returns to it.
+    # savepoint: its commit releases the savepoint, its rollback returns to it. Of the app's
+    # class: the test's own writes are recorded in the audit trail too.
     return async_sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        bind=connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+        sync_session_class=AuditedSession,
     )
 
 
@@ -217,7 +222,10 @@ def app(
     # Read sessions (autocommit in production) must not open savepoints of their own: one
     # that outlives a write session in the same request would roll the write back on close.
     read_sessions = async_sessionmaker(
-        bind=connection, join_transaction_mode="rollback_only", expire_on_commit=False
+        bind=connection,
+        join_transaction_mode="rollback_only",
+        expire_on_commit=False,
+        sync_session_class=AuditedSession,
     )
     app.state.database = Database(engine=engine, sessions=sessionmaker, read_sessions=read_sessions)
     return app
@@ -310,7 +318,7 @@ async def committed_client(
     requests run concurrently and commit. Every table is emptied afterwards (by the owner), so
     other tests never see the rows."""
     app = create_app(settings)
-    database = Database.connect(app_database_url, settings)
+    database = Database.connect(app_database_url, settings, session_class=AuditedSession)
     app.state.database = database
     try:
         async with database.sessions() as session:

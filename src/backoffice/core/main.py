@@ -6,7 +6,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from backoffice.audit import changes
 from backoffice.audit.access import AccessAuditMiddleware, access_log_lifespan
+from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.audit.router import router as audit_router
 from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
@@ -40,9 +42,15 @@ API_PREFIX = "/api/v1"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The database first; the access-log writer inside it, so on shutdown the writer flushes
     its queue before the engine is disposed; the metrics sampler (multiprocess mode) last.
-    The token purge runs inside the database's too, stopped before the engine is disposed."""
+    The token purge runs inside the database's too, stopped before the engine is disposed.
+    The app's sessions record data changes (the audit slice's Session class), and the role
+    check covers the audit tables."""
     async with (
-        database_lifespan(app),
+        database_lifespan(
+            app,
+            session_class=changes.session_class(app.state.settings),
+            audit_tables=APPEND_ONLY_TABLES,
+        ),
         token_purge_lifespan(app),
         access_log_lifespan(app),
         metrics_lifespan(app),
