@@ -8,16 +8,11 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backoffice.auth import service
-from backoffice.auth.dependencies import (
-    ClientKey,
-    CurrentPrincipal,
-    PasswordGuardDep,
-    SettingsDep,
-)
+from backoffice.auth.dependencies import ClientKey, CurrentPrincipal, PasswordGuardDep
 from backoffice.auth.errors import AuthenticationError, RateLimitedError
 from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
-from backoffice.core.config import Settings
+from backoffice.core.config import Settings, SettingsDep
 from backoffice.core.database import SessionDep
 from backoffice.core.errors import problem_responses
 
