@@ -30,6 +30,7 @@ from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware, UnstorableTextMiddleware
 from backoffice.core.openapi import install_openapi
+from backoffice.core.pagination import CursorSigner, bind_cursor_signer
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
 from backoffice.tasks.router import customer_tasks_router
@@ -80,14 +81,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # One argon2 cap per process: hashing runs in threads, at most this many at once.
     app.state.password_hasher = PasswordHasher(settings.password_hash_concurrency)
+    # Cursors signed with this app's own key, not the process's cached settings.
+    app.state.cursor_signer = CursorSigner(settings.secret_key.get_secret_value())
 
     # Login and refresh are the only routes a caller reaches without a token.
     public_api = APIRouter(prefix=API_PREFIX)
     public_api.include_router(auth_router)
     # Authenticated by default: a route someone forgets to guard still needs a valid token.
+    # Every list is in this group: its cursors are signed with the app's key.
     api = APIRouter(
         prefix=API_PREFIX,
-        dependencies=[Depends(get_current_principal)],
+        dependencies=[Depends(get_current_principal), Depends(bind_cursor_signer)],
         responses=problem_responses(AuthenticationError, ForbiddenError),
     )
     # Routes are matched in order: the busiest routers first.
