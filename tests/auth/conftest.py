@@ -7,6 +7,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.models import User
+from backoffice.auth.router import install_rate_limiters
 from backoffice.core.config import Settings
 from tests.conftest import TEST_PASSWORD, _client, create_user, tokens_for
 
@@ -36,6 +37,7 @@ def rate_limited_settings(app: FastAPI, settings: Settings) -> Settings:
     """The app's settings with a login limit small enough to reach in a test."""
     limited = settings.model_copy(update={"login_rate_limit": "3/minute"})
     app.state.settings = limited
+    install_rate_limiters(app, limited)
     return limited
 
 

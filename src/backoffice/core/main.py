@@ -14,6 +14,7 @@ from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
 from backoffice.auth.retention import token_purge_lifespan
 from backoffice.auth.roles_router import router as roles_router
+from backoffice.auth.router import install_rate_limiters
 from backoffice.auth.router import router as auth_router
 from backoffice.auth.tokens import PasswordHasher
 from backoffice.auth.users_router import router as users_router
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # One argon2 cap per process: hashing runs in threads, at most this many at once.
     app.state.password_hasher = PasswordHasher(settings.password_hash_concurrency)
+    install_rate_limiters(app, settings)
     # Cursors signed with this app's own key, not the process's cached settings.
     app.state.cursor_signer = CursorSigner(settings.secret_key.get_secret_value())
 
