@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import asyncpg
 
+from backoffice.audit import changes
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.core.config import Settings, get_settings
 from backoffice.core.database import Database, app_database_url, libpq_url
@@ -92,7 +93,7 @@ async def insert_customers(connection: asyncpg.Connection, customers: Sequence[N
 async def ensure_roles_and_superuser(url: str, settings: Settings) -> list[str]:
     """The default roles and the first superuser of `settings`, where missing (an existing
     user is never changed); return what was created."""
-    database = Database.connect(url, settings)
+    database = Database.connect(url, settings, session_class=changes.session_class(settings))
     try:
         async with database.sessions.begin() as session:
             return await ensure_defaults(session, settings)
@@ -127,7 +128,8 @@ def demo_customers(count: int) -> list[NewCustomer]:
 
 async def main(products: int, customers: int) -> None:
     settings = get_settings()
-    # Demo data is the app's business: written with the app's role, as the API would.
+    # Demo data is the app's business: written with the app's role, as the API would, and
+    # the roles and superuser recorded in the audit trail as the API's writes are.
     url = await app_database_url(settings)
     created = await ensure_roles_and_superuser(url, settings)
     print(

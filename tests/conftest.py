@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backoffice.audit.changes import AuditedSession
 from backoffice.audit.models import RETENTION_SETTING
 from backoffice.auth.models import User
 from backoffice.core.config import PROJECT_ROOT, Environment, Settings
@@ -152,9 +153,13 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 @pytest.fixture
 def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
     # Each session (the app's and the test's) joins the test transaction through a
-    # savepoint: its commit releases the savepoint, its rollback returns to it.
+    # savepoint: its commit releases the savepoint, its rollback returns to it. Of the app's
+    # class: the test's own writes are recorded in the audit trail too.
     return async_sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        bind=connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+        sync_session_class=AuditedSession,
     )
 
 
@@ -175,7 +180,10 @@ def app(
     # Read sessions (autocommit in production) must not open savepoints of their own: one
     # that outlives a write session in the same request would roll the write back on close.
     read_sessions = async_sessionmaker(
-        bind=connection, join_transaction_mode="rollback_only", expire_on_commit=False
+        bind=connection,
+        join_transaction_mode="rollback_only",
+        expire_on_commit=False,
+        sync_session_class=AuditedSession,
     )
     app.state.database = Database(engine=engine, sessions=sessionmaker, read_sessions=read_sessions)
     return app
@@ -210,7 +218,7 @@ async def committed_client(
     requests run concurrently and commit. Every table is emptied afterwards (by the owner), so
     other tests never see the rows."""
     app = create_app(settings)
-    database = Database.connect(app_database_url, settings)
+    database = Database.connect(app_database_url, settings, session_class=AuditedSession)
     app.state.database = database
     try:
         async with database.sessions() as session:

@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backoffice.audit import changes
 from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.retention import PurgeResult, purge_expired_tokens
 from backoffice.auth.service import unlock_account_by_email
@@ -42,8 +43,10 @@ APP = "backoffice.core.main:create_app"
 
 
 async def _on_database[T](url: str, work: Callable[[Database], Awaitable[T]]) -> T:
-    """`work` on an engine of its own, disposed afterwards, for the commands."""
-    database = Database.connect(url, get_settings())
+    """`work` on an engine of its own, disposed afterwards, for the commands. Their writes
+    are recorded in the audit trail as the app's are."""
+    settings = get_settings()
+    database = Database.connect(url, settings, session_class=changes.session_class(settings))
     try:
         return await work(database)
     finally:

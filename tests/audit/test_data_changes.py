@@ -8,13 +8,15 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from backoffice.audit.changes import CAPTURE_INFO_KEY
+from backoffice.audit.changes import AuditedSession
 from backoffice.audit.models import DataChange
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.logging import REDACTED
+from backoffice.core.main import create_app
 from backoffice.products.models import Product
 from tests.support.audit import changes_of, summary
 from tests.support.factories import PRODUCTS, product_payload
@@ -125,10 +127,10 @@ async def test_a_rolled_back_transaction_leaves_no_audit_row(
     assert await changes_of(session, "product") == []
 
 
-async def test_capture_can_be_switched_off_per_session(
+async def test_a_session_of_another_class_records_nothing(
     sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
 ) -> None:
-    async with sessionmaker(info={CAPTURE_INFO_KEY: False}) as quiet:
+    async with sessionmaker(sync_session_class=Session) as quiet:
         quiet.add(Product(sku="QUIET-1", name="Quiet", price=Decimal(1)))
         await quiet.commit()
 
@@ -293,14 +295,14 @@ async def test_every_audited_model_is_known_to_the_hooks(entity_type: str) -> No
 
 @pytest.mark.parametrize("enabled", [True, False])
 async def test_audit_data_enabled_reaches_every_session_the_app_opens(
-    settings: Settings, database_url: str, enabled: bool
+    settings: Settings, enabled: bool
 ) -> None:
-    database = Database.connect(
-        database_url, settings.model_copy(update={"audit_data_enabled": enabled})
-    )
-    try:
+    """The app's own lifespan installs the capture: its sessions are of the audited class,
+    unless AUDIT_DATA_ENABLED is off."""
+    app = create_app(settings.model_copy(update={"audit_data_enabled": enabled}))
+
+    async with app.router.lifespan_context(app):
+        database: Database = app.state.database
         async with database.sessions() as writes, database.read_sessions() as reads:
-            assert writes.info[CAPTURE_INFO_KEY] is enabled
-            assert reads.info[CAPTURE_INFO_KEY] is enabled
-    finally:
-        await database.dispose()
+            assert isinstance(writes.sync_session, AuditedSession) is enabled
+            assert isinstance(reads.sync_session, AuditedSession) is enabled

@@ -7,6 +7,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.auth.models import User
+from backoffice.auth.router import install_rate_limiters
 from backoffice.core.config import Settings
 from tests.support.http import api_client
 from tests.support.users import SignIn, create_user, tokens_for
@@ -22,6 +23,7 @@ def rate_limited_settings(app: FastAPI, settings: Settings) -> Settings:
     """The app's settings with a login limit small enough to reach in a test."""
     limited = settings.model_copy(update={"login_rate_limit": "3/minute"})
     app.state.settings = limited
+    install_rate_limiters(app, limited)
     return limited
 
 

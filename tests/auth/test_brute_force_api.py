@@ -17,7 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backoffice.auth.models import User
+from backoffice.auth.router import install_rate_limiters
 from backoffice.core.config import Settings
+from backoffice.core.main import create_app
 from tests.support.http import assert_problem, bearer
 from tests.support.users import LOGIN, ME, TEST_PASSWORD, tokens_for
 
@@ -130,7 +132,7 @@ async def test_an_ipv6_client_is_limited_by_its_64_network(
     anonymous_client: AsyncClient, app: FastAPI, settings: Settings
 ) -> None:
     """One subscriber gets a whole /64: 2**64 addresses must not mean 2**64 budgets."""
-    app.state.settings = settings.model_copy(update={"login_rate_limit": "3/minute"})
+    install_rate_limiters(app, settings.model_copy(update={"login_rate_limit": "3/minute"}))
     same_network = [f"2001:db8:1:2:{n:x}::{n:x}" for n in range(1, 5)]
 
     responses = [
@@ -150,7 +152,9 @@ async def test_password_changes_are_rate_limited_per_user_from_any_address(
     settings: Settings,
     member: User,
 ) -> None:
-    app.state.settings = settings.model_copy(update={"password_change_rate_limit": "2/minute"})
+    install_rate_limiters(
+        app, settings.model_copy(update={"password_change_rate_limit": "2/minute"})
+    )
     headers = bearer((await tokens_for(session, settings, member)).access_token)
     change = {"current_password": "a wrong guess", "new_password": "a new long passphrase"}
 
@@ -178,7 +182,9 @@ async def test_password_changes_are_rate_limited_per_address_across_users(
 ) -> None:
     from tests.support.users import create_user
 
-    app.state.settings = settings.model_copy(update={"password_change_rate_limit": "2/minute"})
+    install_rate_limiters(
+        app, settings.model_copy(update={"password_change_rate_limit": "2/minute"})
+    )
     users = [await create_user(session) for _ in range(3)]
     change = {"current_password": "a wrong guess", "new_password": "a new long passphrase"}
 
@@ -201,7 +207,7 @@ async def test_every_forwarded_for_line_counts_not_only_the_clients_own(
 ) -> None:
     """A proxy may append its own `X-Forwarded-For` line after the one the client sent: the
     lines are one list, so the client's forged first line changes nothing."""
-    app.state.settings = settings.model_copy(update={"login_rate_limit": "3/minute"})
+    install_rate_limiters(app, settings.model_copy(update={"login_rate_limit": "3/minute"}))
 
     answers = [
         await anonymous_client.post(
@@ -213,3 +219,15 @@ async def test_every_forwarded_for_line_counts_not_only_the_clients_own(
     ]
 
     assert [answer.status_code for answer in answers] == [401, 401, 401, 429]
+
+
+def test_the_limiters_are_made_with_the_app_from_its_settings(settings: Settings) -> None:
+    """At start-up, not on the first login: every request of the app counts on the same ones."""
+    app = create_app(
+        settings.model_copy(
+            update={"login_rate_limit": "3/minute", "password_change_rate_limit": "2/minute"}
+        )
+    )
+
+    assert (app.state.login_limiter.namespace, app.state.login_limiter.item.amount) == ("login", 3)
+    assert app.state.password_change_limiter.item.amount == 2

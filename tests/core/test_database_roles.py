@@ -4,6 +4,7 @@ it one, and production refuses to start as one that could (the owner, a superuse
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from backoffice.audit.changes import AuditedSession
 from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.core.config import PROJECT_ROOT, Environment, Settings
 from backoffice.core.database import (
@@ -39,10 +41,15 @@ def _settings(database_url: str, environment: Environment) -> Settings:
     )
 
 
+def _database_lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
+    """The database's part of the app's lifespan, as core/main.py plugs the audit slice in."""
+    return database_lifespan(app, session_class=AuditedSession, audit_tables=APPEND_ONLY_TABLES)
+
+
 async def _problems(url: str) -> list[str]:
     engine = create_async_engine(sqlalchemy_url(url))
     try:
-        return await app_role_problems(engine)
+        return await app_role_problems(engine, APPEND_ONLY_TABLES)
     finally:
         await engine.dispose()
 
@@ -105,7 +112,7 @@ async def test_production_refuses_to_start_as_a_role_that_can_rewrite_the_audit_
     app.state.settings = _settings(database_url, Environment.PRODUCTION)
 
     with pytest.raises(DatabaseRoleError, match=r"superuser.*DATABASE_OWNER_URL"):
-        async with database_lifespan(app):
+        async with _database_lifespan(app):
             pass
 
 
@@ -113,8 +120,11 @@ async def test_production_starts_as_the_app_role(app_database_url: str) -> None:
     app = FastAPI()
     app.state.settings = _settings(app_database_url, Environment.PRODUCTION)
 
-    async with database_lifespan(app):
-        assert await check_app_role(app.state.database.engine, app.state.settings) == []
+    async with _database_lifespan(app):
+        assert (
+            await check_app_role(app.state.database.engine, app.state.settings, APPEND_ONLY_TABLES)
+            == []
+        )
 
 
 async def test_development_starts_as_the_owner_but_warns(database_url: str) -> None:
@@ -123,5 +133,8 @@ async def test_development_starts_as_the_owner_but_warns(database_url: str) -> N
     app = FastAPI()
     app.state.settings = _settings(database_url, Environment.DEVELOPMENT)
 
-    async with database_lifespan(app):
-        assert await check_app_role(app.state.database.engine, app.state.settings) != []
+    async with _database_lifespan(app):
+        assert (
+            await check_app_role(app.state.database.engine, app.state.settings, APPEND_ONLY_TABLES)
+            != []
+        )

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient, Response
 
+from backoffice.audit.changes import AuditedSession
 from backoffice.auth.tokens import create_access_token
 from backoffice.core.config import Environment, Settings
 from backoffice.core.database import Database
@@ -139,7 +140,7 @@ async def test_a_pool_with_no_free_connection_answers_503_within_the_checkout_bo
     client: AsyncClient, app_database_url: str
 ) -> None:
     settings = _settings().model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
-    database = Database.connect(app_database_url, settings)
+    database = Database.connect(app_database_url, settings, session_class=AuditedSession)
     app = create_app(settings)
     app.state.database = database
     try:

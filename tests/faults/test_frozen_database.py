@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from httpx import AsyncClient, Response
 
+from backoffice.audit.changes import AuditedSession
 from backoffice.core.config import Environment, Settings
 from backoffice.core.database import Database
 from backoffice.core.main import create_app
@@ -50,13 +51,13 @@ async def frozen_app_client(postgres: OwnPostgres) -> AsyncIterator[AsyncClient]
     """A signed-in client of an app over `postgres`, its pool warm."""
     settings = _settings()
     owner_url, app_url = await postgres.migrated_database()
-    owner = Database.connect(owner_url, settings)
+    owner = Database.connect(owner_url, settings, session_class=AuditedSession)
     async with owner.sessions() as session:
         user = await create_user(session, email="frozen@example.com", is_superuser=True)
         pair = await tokens_for(session, settings, user)
     await owner.dispose()
     app = create_app(settings)
-    app.state.database = Database.connect(app_url, settings)
+    app.state.database = Database.connect(app_url, settings, session_class=AuditedSession)
     try:
         async with _client(app, pair.access_token) as client:
             warm = await asyncio.gather(*(client.get(PRODUCTS) for _ in range(CONCURRENT // 2)))

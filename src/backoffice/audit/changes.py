@@ -14,6 +14,10 @@ write our code can make:
 
 Deleting an object whose audited children the database would delete by `ON DELETE CASCADE` first
 deletes those children through the session, so their removal is recorded too.
+
+The hooks listen on `AuditedSession` only: a session records changes when it is made of that
+class. core/main.py gives it to the app's `Database`; the commands (`python -m backoffice`),
+`scripts/seed.py` and the tests' fixtures make their sessions of it too.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,10 +33,8 @@ from sqlmodel import SQLModel
 
 from backoffice.audit.context import current_actor
 from backoffice.audit.models import DataChange, DataChangeAction
+from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED, is_secret_name
-
-# `Session.info` key: False switches capture off for a session (AUDIT_DATA_ENABLED=false).
-CAPTURE_INFO_KEY = "audit_data_changes"
 
 _data_changes: Table = DataChange.__table__  # type: ignore[attr-defined]  # set by SQLModel
 
@@ -95,10 +97,6 @@ def audited_table(name: str) -> AuditedTable | None:
         _known_tables.update(_policies())
         _known_tables.setdefault(name, None)  # a table no model maps: never audited
     return _known_tables[name]
-
-
-def _capturing(session: Session) -> bool:
-    return session.info.get(CAPTURE_INFO_KEY) is not False
 
 
 def _jsonable(policy: AuditedTable, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,8 +188,6 @@ def _unit_of_work_records(session: Session) -> Iterable[dict[str, Any]]:
 def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) -> None:
     """Delete the audited children of objects being deleted first, through the session, so the
     trail records them instead of the database cascading them silently."""
-    if not _capturing(session):
-        return
     with session.no_autoflush:
         for obj in list(session.deleted):
             state: InstanceState[Any] = orm_inspect(obj)
@@ -204,8 +200,7 @@ def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) 
 
 
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    if _capturing(session):
-        _write(session.connection(), list(_unit_of_work_records(session)))
+    _write(session.connection(), list(_unit_of_work_records(session)))
 
 
 # --- statements ------------------------------------------------------------------------------
@@ -217,8 +212,6 @@ def _key(policy: AuditedTable, row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _on_statement(execution: ORMExecuteState) -> Result[Any] | None:
     if not (execution.is_insert or execution.is_update or execution.is_delete):
-        return None
-    if not _capturing(execution.session):
         return None
     statement: Any = execution.statement
     target = getattr(statement, "table", None)
@@ -281,8 +274,18 @@ def _on_statement(execution: ORMExecuteState) -> Result[Any] | None:
     return result
 
 
-# Listen on every Session (the sync sessions under AsyncSession included) from the moment this
-# module is imported, which `core/database.py` does: no session of ours escapes the trail.
-sa_event.listen(Session, "before_flush", _before_flush)
-sa_event.listen(Session, "after_flush", _after_flush)
-sa_event.listen(Session, "do_orm_execute", _on_statement)
+class AuditedSession(Session):
+    """A Session whose every write to an audited model is recorded in its own transaction
+    (the hooks below listen on this class, and on no other): the `sync_session_class` of the
+    app's sessions."""
+
+
+sa_event.listen(AuditedSession, "before_flush", _before_flush)
+sa_event.listen(AuditedSession, "after_flush", _after_flush)
+sa_event.listen(AuditedSession, "do_orm_execute", _on_statement)
+
+
+def session_class(settings: Settings) -> type[Session]:
+    """The class of the app's sessions: AuditedSession, or a plain Session, which records
+    nothing, when AUDIT_DATA_ENABLED is off."""
+    return AuditedSession if settings.audit_data_enabled else Session

@@ -11,7 +11,7 @@ from backoffice.auth.permissions import Action, Module
 from backoffice.auth.rate_limit import client_key
 from backoffice.auth.service import PasswordGuard, Principal
 from backoffice.auth.tokens import PasswordHasher
-from backoffice.core.config import Settings
+from backoffice.core.config import SettingsDep
 from backoffice.core.database import database_of
 from backoffice.core.errors import ForbiddenError
 from backoffice.core.network import client_ip, forwarded_chain
@@ -24,14 +24,6 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl=LOGIN_PATH, auto_error=False)
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
 # dependency in a worker thread, which costs more than the work itself on the hot path.
-async def get_settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_of)]
-
-
 async def get_password_guard(request: Request, settings: SettingsDep) -> PasswordGuard:
     hasher: PasswordHasher = request.app.state.password_hasher
     return PasswordGuard(database_of(request).sessions, settings, hasher)

@@ -1,18 +1,18 @@
 from http import HTTPStatus
 
-from backoffice.core.errors import ConflictError, DomainError, FieldError, InvalidInputError
+from backoffice.core.errors import (
+    ConflictError,
+    DomainError,
+    FieldError,
+    InvalidInputError,
+    UnauthorizedError,
+)
 
-_BEARER = {"WWW-Authenticate": "Bearer"}
 _INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
-class AuthenticationError(DomainError):
-    """401. The detail is deliberately the same for every cause a client must not learn."""
-
-    status_code = HTTPStatus.UNAUTHORIZED
-    title = "Unauthorized"
-    slug = "unauthorized"
-    headers = _BEARER
+class AuthenticationError(UnauthorizedError):
+    """The detail is deliberately the same for every cause a client must not learn."""
 
 
 class InvalidCredentialsError(AuthenticationError):

@@ -1,23 +1,18 @@
 """Sessions and tokens: `/auth/sessions` (login, logout) and `/auth/tokens` (refresh)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backoffice.auth import service
-from backoffice.auth.dependencies import (
-    ClientKey,
-    CurrentPrincipal,
-    PasswordGuardDep,
-    SettingsDep,
-)
+from backoffice.auth.dependencies import ClientKey, CurrentPrincipal, PasswordGuardDep
 from backoffice.auth.errors import AuthenticationError, RateLimitedError
 from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
-from backoffice.core.config import Settings
+from backoffice.core.config import Settings, SettingsDep
 from backoffice.core.database import SessionDep
 from backoffice.core.errors import problem_responses
 
@@ -27,19 +22,17 @@ log = structlog.get_logger(__name__)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 section 5.1
 
 
-def _app_limiter(
-    request: Request, name: str, make: Callable[[Settings], RateLimiter], settings: Settings
-) -> RateLimiter:
-    """The app's limiter `name`, made on first use from the settings then in force."""
-    limiter: RateLimiter | None = getattr(request.app.state, name, None)
-    if limiter is None:
-        limiter = make(settings)
-        setattr(request.app.state, name, limiter)
+def install_rate_limiters(app: FastAPI, settings: Settings) -> None:
+    """Make the login and password-change limiters once, at start-up (create_app), and keep
+    them on `app.state` for the app's life: their counts (in memory, or their Redis client
+    with RATE_LIMIT_STORAGE_URL) are the app's, shared by all its requests."""
+    app.state.login_limiter = RateLimiter.for_login(settings)
+    app.state.password_change_limiter = RateLimiter.for_password_change(settings)
+
+
+async def _login_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.login_limiter
     return limiter
-
-
-async def _login_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
-    return _app_limiter(request, "login_limiter", RateLimiter.for_login, settings)
 
 
 async def enforce_rate_limit(
@@ -69,10 +62,9 @@ async def rate_limit_login(
     return await enforce_rate_limit(limiter, [client], "login attempts")
 
 
-async def _password_change_limiter(request: Request, settings: SettingsDep) -> RateLimiter:
-    return _app_limiter(
-        request, "password_change_limiter", RateLimiter.for_password_change, settings
-    )
+async def _password_change_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.password_change_limiter
+    return limiter
 
 
 async def rate_limit_password_change(

@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
-from backoffice.audit import changes
-from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.core import embedded
 from backoffice.core.config import Settings
 from backoffice.core.errors import (
@@ -176,16 +175,17 @@ _ROLE_CHECK = text("""
 """)
 
 
-async def app_role_problems(engine: AsyncEngine) -> list[str]:
-    """What the role `engine` connects as may do to the audit tables that only the owner
-    should: nothing, for a member of APP_GROUP_ROLE."""
+async def app_role_problems(engine: AsyncEngine, audit_tables: Sequence[str]) -> list[str]:
+    """What the role `engine` connects as may do to the audit tables (append-only: named by
+    the audit slice, through core/main.py) that only the owner should: nothing, for a member of
+    APP_GROUP_ROLE."""
     async with engine.connect() as connection:
         role, superuser = (
             await connection.execute(
                 text("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
             )
         ).one()
-        rows = (await connection.execute(_ROLE_CHECK, {"tables": list(APPEND_ONLY_TABLES)})).all()
+        rows = (await connection.execute(_ROLE_CHECK, {"tables": list(audit_tables)})).all()
     if superuser:  # may do anything, to any table
         return [f"role {role} is a superuser"]
     problems = [f"role {role} owns audit table {row.table_name}" for row in rows if row.owner]
@@ -197,13 +197,15 @@ async def app_role_problems(engine: AsyncEngine) -> list[str]:
     return problems
 
 
-async def check_app_role(engine: AsyncEngine, settings: Settings) -> list[str]:
+async def check_app_role(
+    engine: AsyncEngine, settings: Settings, audit_tables: Sequence[str]
+) -> list[str]:
     """Refuse to start in production (warn elsewhere, and return the problems) when the app's
     role could rewrite the audit trail. A database that does not answer is not a reason to stay
     down: requests get 503s until it returns, so the check is skipped with a warning."""
     try:
         async with asyncio.timeout(_ROLE_CHECK_TIMEOUT_S):
-            problems = await app_role_problems(engine)
+            problems = await app_role_problems(engine, audit_tables)
     except Exception as exc:
         if not database_unavailable(exc):
             raise
@@ -297,7 +299,13 @@ class Database:
     probe: AsyncEngine | None = None
 
     @classmethod
-    def connect(cls, url: str, settings: Settings) -> "Database":
+    def connect(
+        cls, url: str, settings: Settings, *, session_class: type[Session] = Session
+    ) -> "Database":
+        """`session_class` is the sync Session under every AsyncSession of both makers: the
+        hook a slice's session event listeners hang on (the audit trail's AuditedSession,
+        which core/main.py, the commands and the scripts pass). A plain Session records no
+        data change."""
         statement_timeout_s = settings.db_statement_timeout_ms / 1000
         engine = _create_engine(
             url,
@@ -322,13 +330,14 @@ class Database:
         )
         # Reads run one statement each: autocommit spares the BEGIN and COMMIT round trips.
         read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # Every session records the data changes it makes (audit/changes.py listens on all
-        # sessions from its import on), unless AUDIT_DATA_ENABLED switches it off.
-        info = {changes.CAPTURE_INFO_KEY: settings.audit_data_enabled}
         return cls(
             engine=engine,
-            sessions=async_sessionmaker(engine, expire_on_commit=False, info=info),
-            read_sessions=async_sessionmaker(read_engine, expire_on_commit=False, info=info),
+            sessions=async_sessionmaker(
+                engine, expire_on_commit=False, sync_session_class=session_class
+            ),
+            read_sessions=async_sessionmaker(
+                read_engine, expire_on_commit=False, sync_session_class=session_class
+            ),
             probe=probe,
         )
 
@@ -389,13 +398,19 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="functi
 
 
 @asynccontextmanager
-async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def database_lifespan(
+    app: FastAPI, *, session_class: type[Session], audit_tables: Sequence[str]
+) -> AsyncIterator[None]:
     """Connect on start-up (starting and migrating the embedded server when DATABASE_URL is
-    unset), check the app's role, and release every connection on shutdown."""
+    unset), check the app's role, and release every connection on shutdown. The sessions are
+    of `session_class` and the role check covers `audit_tables`: what the slices plug in,
+    through core/main.py (core knows no slice)."""
     settings: Settings = app.state.settings
-    app.state.database = Database.connect(await app_database_url(settings), settings)
+    app.state.database = Database.connect(
+        await app_database_url(settings), settings, session_class=session_class
+    )
     try:
-        await check_app_role(app.state.database.engine, settings)
+        await check_app_role(app.state.database.engine, settings, audit_tables)
         yield
     finally:
         await app.state.database.dispose()

@@ -104,6 +104,18 @@ class InvalidInputError(DomainError):
     slug = "invalid-input"
 
 
+_BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class UnauthorizedError(DomainError):
+    """401, with the Bearer challenge (RFC 6750) that tells the client what to send."""
+
+    status_code = HTTPStatus.UNAUTHORIZED
+    title = "Unauthorized"
+    slug = "unauthorized"
+    headers = _BEARER_CHALLENGE
+
+
 class ForbiddenError(DomainError):
     status_code = HTTPStatus.FORBIDDEN
     title = "Forbidden"

@@ -6,12 +6,15 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from backoffice.audit import changes
 from backoffice.audit.access import AccessAuditMiddleware, access_log_lifespan
+from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.audit.router import router as audit_router
 from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
 from backoffice.auth.retention import token_purge_lifespan
 from backoffice.auth.roles_router import router as roles_router
+from backoffice.auth.router import install_rate_limiters
 from backoffice.auth.router import router as auth_router
 from backoffice.auth.tokens import PasswordHasher
 from backoffice.auth.users_router import router as users_router
@@ -28,6 +31,7 @@ from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware, UnstorableTextMiddleware
 from backoffice.core.openapi import install_openapi
+from backoffice.core.pagination import CursorSigner, bind_cursor_signer
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
 from backoffice.tasks.router import customer_tasks_router
@@ -40,9 +44,15 @@ API_PREFIX = "/api/v1"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The database first; the access-log writer inside it, so on shutdown the writer flushes
     its queue before the engine is disposed; the metrics sampler (multiprocess mode) last.
-    The token purge runs inside the database's too, stopped before the engine is disposed."""
+    The token purge runs inside the database's too, stopped before the engine is disposed.
+    The app's sessions record data changes (the audit slice's Session class), and the role
+    check covers the audit tables."""
     async with (
-        database_lifespan(app),
+        database_lifespan(
+            app,
+            session_class=changes.session_class(app.state.settings),
+            audit_tables=APPEND_ONLY_TABLES,
+        ),
         token_purge_lifespan(app),
         access_log_lifespan(app),
         metrics_lifespan(app),
@@ -72,14 +82,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # One argon2 cap per process: hashing runs in threads, at most this many at once.
     app.state.password_hasher = PasswordHasher(settings.password_hash_concurrency)
+    install_rate_limiters(app, settings)
+    # Cursors signed with this app's own key, not the process's cached settings.
+    app.state.cursor_signer = CursorSigner(settings.secret_key.get_secret_value())
 
     # Login and refresh are the only routes a caller reaches without a token.
     public_api = APIRouter(prefix=API_PREFIX)
     public_api.include_router(auth_router)
     # Authenticated by default: a route someone forgets to guard still needs a valid token.
+    # Every list is in this group: its cursors are signed with the app's key.
     api = APIRouter(
         prefix=API_PREFIX,
-        dependencies=[Depends(get_current_principal)],
+        dependencies=[Depends(get_current_principal), Depends(bind_cursor_signer)],
         responses=problem_responses(AuthenticationError, ForbiddenError),
     )
     # Routes are matched in order: the busiest routers first.

@@ -47,9 +47,8 @@ from sqlalchemy.pool import QueuePool
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backoffice.auth.errors import AuthenticationError
 from backoffice.core.config import Settings
-from backoffice.core.errors import problem_responses
+from backoffice.core.errors import UnauthorizedError, problem_responses
 
 METRICS_PATH = "/metrics"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -67,7 +66,7 @@ UNMEASURED_PATHS = (
 SAMPLE_INTERVAL_S = 5.0
 
 
-class MetricsTokenError(AuthenticationError):
+class MetricsTokenError(UnauthorizedError):
     slug = "invalid-metrics-token"
 
     def __init__(self) -> None:

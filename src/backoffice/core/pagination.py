@@ -3,7 +3,8 @@
 A page is `WHERE (key, id) > (:last_key, :last_id) ORDER BY key, id LIMIT n`, which an index on
 `(key, id)` answers by seeking, so page 1,000 costs what page 1 does. The cursor carries the
 last row's key values and the sort it belongs to, signed so a client can neither forge nor
-tamper with it.
+tamper with it. The key is the app's own (from its SECRET_KEY, made in create_app): a request
+binds its app's `CursorSigner` (bind_cursor_signer), which the repository's pages then use.
 """
 
 import base64
@@ -12,18 +13,17 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, tuple_
 
-from backoffice.core.config import get_settings
 from backoffice.core.errors import DomainError
 
 DEFAULT_LIMIT = 20
@@ -95,33 +95,67 @@ _DECODERS: dict[type, Callable[[Any], Any]] = {
 }
 
 
-@lru_cache
-def _signing_key() -> bytes:
-    secret = get_settings().secret_key.get_secret_value().encode()
-    return hmac.new(secret, b"pagination-cursor", hashlib.sha256).digest()
+class CursorSigner:
+    """Signs cursors with a key derived from one SECRET_KEY: an app accepts the cursors it (or
+    a node sharing its key) issued, and no other's."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hmac.new(secret_key.encode(), b"pagination-cursor", hashlib.sha256).digest()
+
+    def sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
 
 
-def _sign(payload: bytes) -> bytes:
-    return hmac.new(_signing_key(), payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+# The signer of the app serving the current request. Repositories page without the request at
+# hand, and a request runs in a context of its own, so the binding ends with it.
+_request_signer: ContextVar[CursorSigner] = ContextVar("cursor_signer")
 
 
-def encode_cursor(order: KeysetOrder, values: Sequence[Any]) -> str:
+async def bind_cursor_signer(request: Request) -> None:
+    """A dependency of the routes that page (core/main.py): their cursors are signed and checked
+    with the key of the app serving them, made at start-up (`app.state.cursor_signer`)."""
+    _request_signer.set(request.app.state.cursor_signer)
+
+
+def _signer_in_use(signer: CursorSigner | None) -> CursorSigner:
+    if signer is not None:
+        return signer
+    try:
+        return _request_signer.get()
+    except LookupError:
+        raise RuntimeError(
+            "no cursor signer: page inside a route that depends on bind_cursor_signer, or pass one"
+        ) from None
+
+
+def encode_cursor(
+    order: KeysetOrder, values: Sequence[Any], signer: CursorSigner | None = None
+) -> str:
+    """`values` of the page's last row as an opaque cursor, signed by `signer` (by default
+    the request's app's)."""
     encoded = [_ENCODERS.get(type(value), lambda v: v)(value) for value in values]
     payload = json.dumps([order.name, encoded], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(_sign(payload) + payload).decode().rstrip("=")
+    signature = _signer_in_use(signer).sign(payload)
+    return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
 
 
 def _decode(python_type: type, value: Any) -> Any:
     return _DECODERS.get(python_type, python_type)(value)
 
 
-def decode_cursor(cursor: str, order: KeysetOrder) -> tuple[Any, ...]:
+def decode_cursor(
+    cursor: str, order: KeysetOrder, signer: CursorSigner | None = None
+) -> tuple[Any, ...]:
+    """The key values `cursor` carries, if `signer` (by default the request's app's) signed it
+    for `order`."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidCursorError("The cursor is malformed; start again without it.") from exc
     signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
-    if not hmac.compare_digest(signature, _sign(payload)):
+    if not hmac.compare_digest(signature, _signer_in_use(signer).sign(payload)):
         raise InvalidCursorError("The cursor is not one this API issued; start again without it.")
     name, values = json.loads(payload)
     if name != order.name:
