@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.core.conditional import check_if_match
-from backoffice.core.errors import ConflictError
 from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
 from backoffice.customers.models import Customer
@@ -20,7 +19,7 @@ from backoffice.customers.schemas import (
     CustomerSort,
     CustomerUpdate,
 )
-from backoffice.tasks.repository import TaskRepository
+from backoffice.tasks import service as tasks_service
 
 log = structlog.get_logger(__name__)
 
@@ -81,17 +80,10 @@ async def update_customer(
 
 async def delete_customer(session: AsyncSession, customer_id: int, if_match: str | None) -> None:
     """Refused while the customer has open tasks; its closed tasks stay, unlinked from it
-    (their `customer_id` becomes null, their version is bumped)."""
+    (the tasks slice decides both: `tasks_service.detach_customer`)."""
     repository = CustomerRepository(session)
     customer = await repository.lock(customer_id)
     check_if_match(if_match, customer.version)
-    tasks = TaskRepository(session)
-    open_tasks = await tasks.count_open_for_customer(customer_id)
-    if open_tasks:
-        raise ConflictError(
-            f"Customer {customer_id} has {open_tasks} open task(s) (todo, in_progress or "
-            "blocked); finish, cancel or move them to another customer first."
-        )
-    unlinked = await tasks.unlink_customer(customer_id)
+    unlinked = await tasks_service.detach_customer(session, customer_id)
     await repository.delete(customer)
     log.info("customer.deleted", customer_id=customer_id, tasks_unlinked=unlinked)
