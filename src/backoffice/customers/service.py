@@ -58,24 +58,23 @@ async def list_customers(session: AsyncSession, query: CustomerListQuery) -> Pag
     )
 
 
-async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
+async def create_customer(session: AsyncSession, data: CustomerCreate) -> CustomerRead:
     customer = await CustomerRepository(session).create(Customer(**data.model_dump()))
     log.info("customer.created", customer_id=customer.id)
-    return customer
+    return CustomerRead.model_validate(customer)
 
 
 async def update_customer(
     session: AsyncSession, customer_id: int, data: CustomerUpdate, if_match: str | None
-) -> Customer:
+) -> CustomerRead:
     repository = CustomerRepository(session)
     customer = await repository.get_existing(customer_id)
     check_if_match(if_match, customer.version)
     changes = data.model_dump(exclude_unset=True)
-    if not changes:
-        return customer
-    customer = await repository.update(customer, changes)
-    log.info("customer.updated", customer_id=customer_id, fields=sorted(changes))
-    return customer
+    if changes:
+        customer = await repository.update(customer, changes)
+        log.info("customer.updated", customer_id=customer_id, fields=sorted(changes))
+    return CustomerRead.model_validate(customer)
 
 
 async def delete_customer(session: AsyncSession, customer_id: int, if_match: str | None) -> None:

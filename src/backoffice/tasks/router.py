@@ -82,20 +82,13 @@ async def create_task(
     only if the caller may read that module (else one answer for every reason)."""
     task = await service.create_task(session, data, caller.id, service.visible_modules(caller))
     location = request.app.url_path_for("get_task", task_id=task.id)
-    return versioned_response(
-        task, task.version, status_code=status.HTTP_201_CREATED, headers={"Location": location}
-    )
+    return versioned_response(task, location=location)
 
 
 @router.get(
     "/{task_id}",
     response_model=TaskRead,
-    responses={
-        **problem_responses(NotFoundError),
-        status.HTTP_304_NOT_MODIFIED: {
-            "description": "The client's copy (If-None-Match) is current."
-        },
-    },
+    responses=problem_responses(NotFoundError),
 )
 async def get_task(
     task_id: TaskId,
@@ -104,7 +97,7 @@ async def get_task(
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     task = await service.get_task(session, task_id, service.visible_modules(caller))
-    return versioned_response(task, task.version, if_none_match=if_none_match)
+    return versioned_response(task, if_none_match=if_none_match)
 
 
 @router.patch(
@@ -127,7 +120,7 @@ async def update_task(
     task = await service.update_task(
         session, task_id, data, if_match, service.visible_modules(caller)
     )
-    return versioned_response(task, task.version)
+    return versioned_response(task)
 
 
 @router.delete(
