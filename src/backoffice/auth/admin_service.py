@@ -80,7 +80,7 @@ async def _keep_an_active_superuser(session: AsyncSession, user: User) -> None:
 
 
 async def get_user(session: AsyncSession, user_id: int) -> UserRead:
-    return UserRead.model_validate(await UserRepository(session).get_existing_row(user_id))
+    return UserRead.model_validate(await UserRepository(session).get_row(user_id))
 
 
 async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRead]:
@@ -112,7 +112,7 @@ async def update_user(
     session: AsyncSession, actor: Principal, user_id: int, data: UserUpdate, if_match: str | None
 ) -> UserRead:
     users = UserRepository(session)
-    user = await users.get_existing(user_id)
+    user = await users.get(user_id)
     check_if_match(if_match, user.version)
     changes = data.model_dump(exclude_unset=True)
     privileged = {"is_active", "is_superuser"} & changes.keys()
@@ -136,14 +136,14 @@ async def update_user(
 
 async def update_me(session: AsyncSession, actor: Principal, full_name: str) -> UserRead:
     users = UserRepository(session)
-    user = await users.update(await users.get_existing(actor.id), {"full_name": full_name})
+    user = await users.update(await users.get(actor.id), {"full_name": full_name})
     return UserRead.model_validate(user)
 
 
 async def delete_user(
     session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
 ) -> None:
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     check_if_match(if_match, user.version)
     if user_id == actor.id:
         raise ForbiddenError("You cannot delete your own account.")
@@ -160,7 +160,7 @@ async def unlock_user(
     session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
 ) -> None:
     """Clear the lockout of an account, under the rules of any other change to it."""
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     check_if_match(if_match, user.version)
     if user.is_superuser and not actor.is_superuser:
         raise ForbiddenError("Only a superuser can unlock a superuser.")
@@ -171,7 +171,7 @@ async def unlock_user(
 async def set_user_roles(
     session: AsyncSession, actor: Principal, user_id: int, role_ids: list[int]
 ) -> list[RoleRead]:
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     if user_id == actor.id and not actor.is_superuser:
         raise ForbiddenError("You cannot change your own roles.")
     if user.is_superuser and not actor.is_superuser:
@@ -192,7 +192,7 @@ async def set_user_roles(
 
 
 async def user_permissions(session: AsyncSession, user_id: int) -> PermissionsRead:
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     grants = await UserRepository(session).grants_of(user_id)
     permissions = _grant_permissions(grants, is_superuser=user.is_superuser)
     return PermissionsRead(
@@ -214,7 +214,7 @@ def _role_read(
 
 
 async def get_role(session: AsyncSession, role_id: int) -> RoleRead:
-    role = await RoleRepository(session).get_existing(role_id)
+    role = await RoleRepository(session).get(role_id)
     grants = await RoleRepository(session).grants([role_id])
     return _role_read(role.model_dump(), grants[role_id])
 
@@ -250,7 +250,7 @@ async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate)
 async def update_role(
     session: AsyncSession, actor: Principal, role_id: int, data: RoleUpdate, if_match: str | None
 ) -> RoleRead:
-    role = await RoleRepository(session).get_existing(role_id)
+    role = await RoleRepository(session).get(role_id)
     check_if_match(if_match, role.version)
     repository = RoleRepository(session)
     current = (await repository.grants([role_id]))[role_id]
@@ -271,7 +271,7 @@ async def update_role(
 async def delete_role(
     session: AsyncSession, actor: Principal, role_id: int, if_match: str | None
 ) -> None:
-    role = await RoleRepository(session).get_existing(role_id)
+    role = await RoleRepository(session).get(role_id)
     check_if_match(if_match, role.version)
     grants = (await RoleRepository(session).grants([role_id]))[role_id]
     _ensure_holds(actor, _grant_permissions(grants), "delete a role with")

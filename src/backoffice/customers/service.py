@@ -43,7 +43,7 @@ def _filters(query: CustomerListQuery) -> list[ColumnElement[bool]]:
 
 
 async def get_customer(session: AsyncSession, customer_id: int) -> CustomerRead:
-    row = await CustomerRepository(session).get_existing_row(customer_id)
+    row = await CustomerRepository(session).get_row(customer_id)
     return CustomerRead.model_validate(row)
 
 
@@ -68,7 +68,7 @@ async def update_customer(
     session: AsyncSession, customer_id: int, data: CustomerUpdate, if_match: str | None
 ) -> CustomerRead:
     repository = CustomerRepository(session)
-    customer = await repository.get_existing(customer_id)
+    customer = await repository.get(customer_id)
     check_if_match(if_match, customer.version)
     changes = data.model_dump(exclude_unset=True)
     if changes:

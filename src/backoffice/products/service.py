@@ -42,7 +42,7 @@ def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
 
 
 async def get_product(session: AsyncSession, product_id: int) -> ProductRead:
-    row = await ProductRepository(session).get_existing_row(product_id)
+    row = await ProductRepository(session).get_row(product_id)
     return ProductRead.model_validate(row)
 
 
@@ -67,7 +67,7 @@ async def update_product(
     session: AsyncSession, product_id: int, data: ProductUpdate, if_match: str | None
 ) -> ProductRead:
     repository = ProductRepository(session)
-    product = await repository.get_existing(product_id)
+    product = await repository.get(product_id)
     check_if_match(if_match, product.version)
     changes = data.model_dump(exclude_unset=True)
     if changes:
@@ -78,7 +78,7 @@ async def update_product(
 
 async def delete_product(session: AsyncSession, product_id: int, if_match: str | None) -> None:
     repository = ProductRepository(session)
-    product = await repository.get_existing(product_id)
+    product = await repository.get(product_id)
     check_if_match(if_match, product.version)
     await repository.delete(product)
     log.info("product.deleted", product_id=product_id)

@@ -18,8 +18,8 @@ from backoffice.core.schemas import MAX_INT4
 from backoffice.tasks import service
 from backoffice.tasks.rules import IllegalTransitionError
 from backoffice.tasks.schemas import (
-    CustomerTaskListQuery,
     TaskCreate,
+    TaskFilters,
     TaskListQuery,
     TaskRead,
     TaskUpdate,
@@ -45,7 +45,8 @@ async def list_tasks(
     otherwise, one keyset page at a time. `status` and `priority` may repeat. The assignee,
     customer and product summaries are shown to callers who may read those modules; others
     get null and the id."""
-    page = await service.list_tasks(session, query, caller.id, service.visible_modules(caller))
+    visible = service.visible_modules(caller)
+    page = await service.list_tasks(session, query, caller.id, visible, query.customer_id)
     return page.to_response()
 
 
@@ -58,7 +59,7 @@ async def list_customer_tasks(
     customer_id: CustomerId,
     caller: TasksRead,
     session: ReadSessionDep,
-    query: Annotated[CustomerTaskListQuery, Query()],
+    query: Annotated[TaskFilters, Query()],
 ) -> Response:
     """The customer's tasks, with the same filters and sorts as `GET /tasks`. A missing
     customer is a 404 for callers who may read customers, an empty page for others."""

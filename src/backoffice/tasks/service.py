@@ -30,9 +30,8 @@ from backoffice.tasks.rules import (
     completed_at_for,
 )
 from backoffice.tasks.schemas import (
-    CustomerTaskListQuery,
     TaskCreate,
-    TaskListQuery,
+    TaskFilters,
     TaskRead,
     TaskSort,
     TaskUpdate,
@@ -100,7 +99,7 @@ def task_read(row: RowMapping, visible: frozenset[Module]) -> TaskRead:
 
 
 def _filters(
-    query: CustomerTaskListQuery, caller_id: int, today: date, customer_id: int | None
+    query: TaskFilters, caller_id: int, today: date, customer_id: int | None
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     due_date = col(Task.due_date)
@@ -175,13 +174,11 @@ async def get_task(session: AsyncSession, task_id: int, visible: frozenset[Modul
 
 async def list_tasks(
     session: AsyncSession,
-    query: CustomerTaskListQuery,
+    query: TaskFilters,
     caller_id: int,
     visible: frozenset[Module],
-    customer_id: int | None = None,
+    customer_id: int | None,
 ) -> Page[TaskRead]:
-    if isinstance(query, TaskListQuery) and query.customer_id is not None:
-        customer_id = query.customer_id
     today = datetime.now(UTC).date()
     rows, cursor = await TaskRepository(session).read_page(
         _joined(visible),
@@ -197,7 +194,7 @@ async def list_tasks(
 async def list_customer_tasks(
     session: AsyncSession,
     customer_id: int,
-    query: CustomerTaskListQuery,
+    query: TaskFilters,
     caller_id: int,
     visible: frozenset[Module],
 ) -> Page[TaskRead]:
@@ -229,7 +226,7 @@ async def update_task(
     visible: frozenset[Module],
 ) -> TaskRead:
     repository = TaskRepository(session)
-    task = await repository.get_existing(task_id)
+    task = await repository.get(task_id)
     check_if_match(if_match, task.version)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
@@ -246,7 +243,7 @@ async def update_task(
 
 async def delete_task(session: AsyncSession, task_id: int, if_match: str | None) -> None:
     repository = TaskRepository(session)
-    task = await repository.get_existing(task_id)
+    task = await repository.get(task_id)
     check_if_match(if_match, task.version)
     await repository.delete(task)
     log.info("task.deleted", task_id=task_id)
