@@ -16,7 +16,7 @@ from backoffice.audit.models import (
     REQUEST_ID_MAX_LENGTH,
     DataChangeAction,
 )
-from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.pagination import KeysetQuery
 from backoffice.core.schemas import MAX_INT4, Instant
 
 METHOD_MAX_LENGTH = 16
@@ -90,10 +90,8 @@ RequestId = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID
 UserId = Annotated[int, Field(gt=0, le=MAX_INT4)]
 
 
-class AuditListQuery(BaseModel):
+class AuditListQuery(KeysetQuery):
     """What both audit lists share: the id order, the page, the request and the time window."""
-
-    model_config = ConfigDict(extra="forbid")
 
     request_id: Annotated[RequestId | None, Field(description="One request's records.")] = None
     # since later than until is an empty window: it matches nothing.
@@ -108,8 +106,6 @@ class AuditListQuery(BaseModel):
     sort: Annotated[AuditSort, Field(description="`-id`: newest first; `id`: oldest first.")] = (
         AuditSort.ID_DESC
     )
-    limit: LimitQuery = DEFAULT_LIMIT
-    cursor: CursorQuery = None
 
 
 class AccessLogListQuery(AuditListQuery):

@@ -79,8 +79,8 @@ async def _keep_an_active_superuser(session: AsyncSession, user: User) -> None:
 # --- users ----------------------------------------------------------------------------------
 
 
-async def get_user(session: AsyncSession, user_id: int) -> User:
-    return await UserRepository(session).get_existing(user_id)
+async def get_user(session: AsyncSession, user_id: int) -> UserRead:
+    return UserRead.model_validate(await UserRepository(session).get_row(user_id))
 
 
 async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRead]:
@@ -98,20 +98,21 @@ async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRe
     return Page[UserRead](items=[UserRead.model_validate(row) for row in rows], next_cursor=cursor)
 
 
-async def create_user(session: AsyncSession, data: UserCreate) -> User:
+async def create_user(session: AsyncSession, data: UserCreate) -> UserRead:
     user = await UserRepository(session).create(
         User(
             email=data.email, full_name=data.full_name, hashed_password=hash_password(data.password)
         )
     )
     log.info("user.created", user_id=user.id)
-    return user
+    return UserRead.model_validate(user)
 
 
 async def update_user(
     session: AsyncSession, actor: Principal, user_id: int, data: UserUpdate, if_match: str | None
-) -> User:
-    user = await UserRepository(session).get_existing(user_id)
+) -> UserRead:
+    users = UserRepository(session)
+    user = await users.get(user_id)
     check_if_match(if_match, user.version)
     changes = data.model_dump(exclude_unset=True)
     privileged = {"is_active", "is_superuser"} & changes.keys()
@@ -120,28 +121,29 @@ async def update_user(
     if ("is_superuser" in changes or user.is_superuser) and not actor.is_superuser:
         raise ForbiddenError("Only a superuser can change a superuser or grant superuser.")
     if not changes:
-        return user
+        return UserRead.model_validate(user)
     await _ensure_outranks(session, actor, user)
     if user.is_superuser and (
         changes.get("is_superuser") is False or changes.get("is_active") is False
     ):
         await _keep_an_active_superuser(session, user)
-    user = await UserRepository(session).update(user, changes)
+    user = await users.update(user, changes)
     if changes.get("is_active") is False:
         await revoke_all_sessions(session, user)
     log.info("user.updated", user_id=user_id, fields=sorted(changes))
-    return user
+    return UserRead.model_validate(user)
 
 
-async def update_me(session: AsyncSession, actor: Principal, full_name: str) -> User:
-    user = await UserRepository(session).get_existing(actor.id)
-    return await UserRepository(session).update(user, {"full_name": full_name})
+async def update_me(session: AsyncSession, actor: Principal, full_name: str) -> UserRead:
+    users = UserRepository(session)
+    user = await users.update(await users.get(actor.id), {"full_name": full_name})
+    return UserRead.model_validate(user)
 
 
 async def delete_user(
     session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
 ) -> None:
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     check_if_match(if_match, user.version)
     if user_id == actor.id:
         raise ForbiddenError("You cannot delete your own account.")
@@ -158,7 +160,7 @@ async def unlock_user(
     session: AsyncSession, actor: Principal, user_id: int, if_match: str | None
 ) -> None:
     """Clear the lockout of an account, under the rules of any other change to it."""
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     check_if_match(if_match, user.version)
     if user.is_superuser and not actor.is_superuser:
         raise ForbiddenError("Only a superuser can unlock a superuser.")
@@ -169,7 +171,7 @@ async def unlock_user(
 async def set_user_roles(
     session: AsyncSession, actor: Principal, user_id: int, role_ids: list[int]
 ) -> list[RoleRead]:
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     if user_id == actor.id and not actor.is_superuser:
         raise ForbiddenError("You cannot change your own roles.")
     if user.is_superuser and not actor.is_superuser:
@@ -190,7 +192,7 @@ async def set_user_roles(
 
 
 async def user_permissions(session: AsyncSession, user_id: int) -> PermissionsRead:
-    user = await UserRepository(session).get_existing(user_id)
+    user = await UserRepository(session).get(user_id)
     grants = await UserRepository(session).grants_of(user_id)
     permissions = _grant_permissions(grants, is_superuser=user.is_superuser)
     return PermissionsRead(
@@ -212,7 +214,7 @@ def _role_read(
 
 
 async def get_role(session: AsyncSession, role_id: int) -> RoleRead:
-    role = await RoleRepository(session).get_existing(role_id)
+    role = await RoleRepository(session).get(role_id)
     grants = await RoleRepository(session).grants([role_id])
     return _role_read(role.model_dump(), grants[role_id])
 
@@ -248,7 +250,7 @@ async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate)
 async def update_role(
     session: AsyncSession, actor: Principal, role_id: int, data: RoleUpdate, if_match: str | None
 ) -> RoleRead:
-    role = await RoleRepository(session).get_existing(role_id)
+    role = await RoleRepository(session).get(role_id)
     check_if_match(if_match, role.version)
     repository = RoleRepository(session)
     current = (await repository.grants([role_id]))[role_id]
@@ -269,7 +271,7 @@ async def update_role(
 async def delete_role(
     session: AsyncSession, actor: Principal, role_id: int, if_match: str | None
 ) -> None:
-    role = await RoleRepository(session).get_existing(role_id)
+    role = await RoleRepository(session).get(role_id)
     check_if_match(if_match, role.version)
     grants = (await RoleRepository(session).grants([role_id]))[role_id]
     _ensure_holds(actor, _grant_permissions(grants), "delete a role with")

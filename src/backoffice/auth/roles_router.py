@@ -9,11 +9,7 @@ from backoffice.auth.dependencies import PermissionChecker
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.schemas import RoleCreate, RoleListQuery, RoleRead, RoleUpdate
 from backoffice.auth.service import Principal
-from backoffice.core.conditional import (
-    IfMatchHeader,
-    IfNoneMatchHeader,
-    versioned_response,
-)
+from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
 from backoffice.core.database import ReadSessionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
@@ -57,9 +53,7 @@ async def create_role(
     """Create a role with its grants; you can only grant permissions you hold."""
     role = await admin_service.create_role(session, actor, data)
     location = request.app.url_path_for("get_role", role_id=role.id)
-    return versioned_response(
-        role, role.version, status_code=status.HTTP_201_CREATED, headers={"Location": location}
-    )
+    return versioned_response(role, location=location)
 
 
 @router.get(
@@ -71,7 +65,7 @@ async def get_role(
     role_id: RoleId, _: RolesRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
 ) -> Response:
     role = await admin_service.get_role(session, role_id)
-    return versioned_response(role, role.version, if_none_match=if_none_match)
+    return versioned_response(role, if_none_match=if_none_match)
 
 
 @router.patch(
@@ -90,7 +84,7 @@ async def update_role(
 ) -> Response:
     """`grants`, when sent, replaces all of the role's grants."""
     role = await admin_service.update_role(session, actor, role_id, data, if_match)
-    return versioned_response(role, role.version)
+    return versioned_response(role)
 
 
 @router.delete(

@@ -12,7 +12,7 @@ from pydantic import (
 
 from backoffice.auth.models import NAME_MAX_LENGTH, ROLE_NAME_MAX_LENGTH
 from backoffice.auth.permissions import Action, Module
-from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.pagination import KeysetQuery
 from backoffice.core.schemas import NOT_BLANK, Email, RecordId, RequestModel, omittable
 
 PASSWORD_MIN_LENGTH = 12
@@ -130,16 +130,12 @@ class UserSort(StrEnum):
     CREATED_AT_DESC = "-created_at"
 
 
-class UserListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserListQuery(KeysetQuery):
     q: Annotated[
         str | None, Field(min_length=1, max_length=100, description="Email or name contains")
     ] = None
     is_active: bool | None = None
     sort: UserSort = UserSort.CREATED_AT
-    limit: LimitQuery = DEFAULT_LIMIT
-    cursor: CursorQuery = None
 
 
 # --- roles ----------------------------------------------------------------------------------
@@ -204,9 +200,5 @@ class RoleSort(StrEnum):
     NAME_DESC = "-name"
 
 
-class RoleListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RoleListQuery(KeysetQuery):
     sort: RoleSort = RoleSort.NAME
-    limit: LimitQuery = DEFAULT_LIMIT
-    cursor: CursorQuery = None

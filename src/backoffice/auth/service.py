@@ -36,7 +36,7 @@ from backoffice.auth.tokens import (
     new_refresh_token,
 )
 from backoffice.core.config import Settings
-from backoffice.core.errors import ForbiddenError
+from backoffice.core.errors import ForbiddenError, NotFoundError
 
 log = structlog.get_logger(__name__)
 
@@ -180,6 +180,15 @@ def _log_wrong_password(attempt: PasswordAttempt) -> None:
     log.info("auth.login_failed", reason="wrong password", user_id=attempt.user_id)
 
 
+async def _current_user(users: UserRepository, user_id: int) -> User | None:
+    """The account as it is now; None when it was deleted meanwhile, which the callers answer
+    as a failed authentication, not as a missing resource."""
+    try:
+        return await users.get(user_id)
+    except NotFoundError:
+        return None
+
+
 async def login(
     session: AsyncSession, guard: PasswordGuard, email: str, password: str
 ) -> TokenPair:
@@ -199,7 +208,7 @@ async def login(
         _log_wrong_password(attempt)
         raise InvalidCredentialsError
     users = UserRepository(session)
-    user = await users.get_by_id(attempt.user_id)
+    user = await _current_user(users, attempt.user_id)
     # Re-read after argon2: a password changed or an account disabled meanwhile wins.
     if user is None or user.hashed_password != attempt.hashed_password:
         log.info("auth.login_failed", reason="password changed", user_id=attempt.user_id)
@@ -233,7 +242,7 @@ async def refresh(session: AsyncSession, settings: Settings, refresh_token: str)
                 tokens_revoked=revoked,
             )
         raise InvalidRefreshTokenError
-    user = await UserRepository(session).get_by_id(current.user_id)
+    user = await _current_user(UserRepository(session), current.user_id)
     if current.expires_at <= now or user is None or not user.is_active:
         raise InvalidRefreshTokenError
     pair, replacement = await _issue_pair(
@@ -283,7 +292,7 @@ async def change_password(
     # Hashed before the request's transaction starts: no connection or row lock held meanwhile.
     new_hash = await guard.hasher.hash(new_password)
     users = UserRepository(session)
-    user = await users.get_by_id(principal.id)
+    user = await _current_user(users, principal.id)
     if user is None or user.hashed_password != attempt.hashed_password:
         raise WrongCurrentPasswordError  # changed meanwhile by a concurrent request
     await users.reset_login_failures(principal.id)

@@ -26,11 +26,7 @@ from backoffice.auth.schemas import (
     UserUpdate,
 )
 from backoffice.auth.service import Principal
-from backoffice.core.conditional import (
-    IfMatchHeader,
-    IfNoneMatchHeader,
-    versioned_response,
-)
+from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
 from backoffice.core.database import ReadSessionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
@@ -52,28 +48,18 @@ UsersCreate = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Actio
 UsersUpdate = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.UPDATE))]
 UsersDelete = Annotated[Principal, Depends(PermissionChecker(Module.USERS, Action.DELETE))]
 
-_FORBIDDEN = problem_responses(ForbiddenError)
-
-
-def _user_response(
-    user: object, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    read = UserRead.model_validate(user)
-    return versioned_response(read, read.version, status_code=status_code, headers=headers)
-
-
 # --- the caller's own account ----------------------------------------------------------------
 
 
 @router.get("/me", response_model=UserRead, responses=problem_responses(AuthenticationError))
 async def read_me(principal: CurrentPrincipal, session: ReadSessionDep) -> Response:
-    return _user_response(await admin_service.get_user(session, principal.id))
+    return versioned_response(await admin_service.get_user(session, principal.id))
 
 
 @router.patch("/me", response_model=UserRead, responses=problem_responses(AuthenticationError))
 async def update_me(data: MeUpdate, principal: CurrentPrincipal, session: SessionDep) -> Response:
     """Change your name (only that: privileges are an administrator's business)."""
-    return _user_response(await admin_service.update_me(session, principal, data.full_name))
+    return versioned_response(await admin_service.update_me(session, principal, data.full_name))
 
 
 @router.delete("/me", include_in_schema=False)
@@ -139,7 +125,7 @@ async def create_user(
 ) -> Response:
     user = await admin_service.create_user(session, data)
     location = request.app.url_path_for("get_user", user_id=user.id)
-    return _user_response(user, status.HTTP_201_CREATED, {"Location": location})
+    return versioned_response(user, location=location)
 
 
 @router.get(
@@ -150,8 +136,8 @@ async def create_user(
 async def get_user(
     user_id: UserId, _: UsersRead, session: ReadSessionDep, if_none_match: IfNoneMatchHeader = None
 ) -> Response:
-    read = UserRead.model_validate(await admin_service.get_user(session, user_id))
-    return versioned_response(read, read.version, if_none_match=if_none_match)
+    user = await admin_service.get_user(session, user_id)
+    return versioned_response(user, if_none_match=if_none_match)
 
 
 @router.patch(
@@ -171,7 +157,8 @@ async def update_user(
     """Deactivating a user ends all their sessions. Only a superuser can touch `is_superuser`
     or a superuser's account; nobody can change their own status. The last active superuser
     cannot be demoted or deactivated (409 `last-superuser`)."""
-    return _user_response(await admin_service.update_user(session, actor, user_id, data, if_match))
+    user = await admin_service.update_user(session, actor, user_id, data, if_match)
+    return versioned_response(user)
 
 
 @router.delete(

@@ -1,10 +1,8 @@
 """Entity tags and conditional requests (RFC 9110 section 13) for versioned resources."""
 
-from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Header, Response
-from pydantic import BaseModel
 
 from backoffice.core.errors import PreconditionFailedError
 
@@ -49,22 +47,33 @@ def is_not_modified(if_none_match: str | None, version: int) -> bool:
     return "*" in tags or etag(version) in tags
 
 
+class Versioned(Protocol):
+    """A resource's read schema: any `XRead` with the version its ETag carries."""
+
+    @property
+    def version(self) -> int: ...
+
+    def model_dump_json(self) -> str: ...
+
+
 def versioned_response(
-    body: BaseModel,
-    version: int,
-    *,
-    status_code: int = 200,
-    headers: Mapping[str, str] | None = None,
-    if_none_match: str | None = None,
+    resource: Versioned, *, location: str | None = None, if_none_match: str | None = None
 ) -> Response:
-    """The JSON body with its ETag, serialized once (the route declares `response_model` for
-    the OpenAPI document, so FastAPI does not validate and serialize it a second time); a
-    bodiless 304 instead when `if_none_match` shows the client's copy is current."""
-    if is_not_modified(if_none_match, version):
-        return Response(status_code=304, headers={"ETag": etag(version)})
+    """The answer with a versioned resource: 200 with its ETag; 201 with its ETag and
+    `Location` for a resource just created at `location`; a bodiless 304 instead when
+    `if_none_match` shows the client's copy is current. The body is serialized once (the route
+    declares `response_model` for the OpenAPI document, so FastAPI does not validate and
+    serialize it a second time)."""
+    tag = etag(resource.version)
+    if is_not_modified(if_none_match, resource.version):
+        return Response(status_code=304, headers={"ETag": tag})
+    if location is None:
+        status_code, headers = 200, {"ETag": tag}
+    else:
+        status_code, headers = 201, {"ETag": tag, "Location": location}
     return Response(
-        body.model_dump_json(),
+        resource.model_dump_json(),
         status_code=status_code,
         media_type="application/json",
-        headers={"ETag": etag(version), **(headers or {})},
+        headers=headers,
     )

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Select, tuple_
 
 from backoffice.core.errors import DomainError
@@ -53,6 +53,17 @@ CursorQuery = Annotated[
     str | None,
     Query(max_length=1024, description="Opaque cursor from the previous page's `next_cursor`."),
 ]
+
+
+class KeysetQuery(BaseModel):
+    """The query string of a list: a page size and the cursor of the page before. Each list
+    adds its own filters and sort. An unknown parameter is an error, so that a misspelt filter
+    never silently returns the whole list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: LimitQuery = DEFAULT_LIMIT
+    cursor: CursorQuery = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,14 +4,13 @@ Services build statements; repositories run them. Repositories `flush()` and nev
 the request's session dependency owns the transaction.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sqlalchemy import RowMapping, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
-from sqlalchemy.orm.interfaces import ORMOption
 from sqlmodel import SQLModel
 
 from backoffice.core.errors import (
@@ -68,36 +67,24 @@ class BaseRepository[M: SQLModel]:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_row_by_id(self, entity_id: int) -> RowMapping | None:
-        """The row as a plain mapping, for read-only responses: no ORM instance, no identity
-        map, one round trip. Writes load the entity with `get_by_id` instead."""
-        result = await self.session.execute(self._row_by_id, {"entity_id": entity_id})
-        row: RowMapping | None = result.mappings().one_or_none()
-        return row
-
     def not_found(self, entity_id: int) -> NotFoundError:
         return NotFoundError(f"{self.model.__name__} {entity_id} does not exist.")
 
-    async def get_existing_row(self, entity_id: int) -> RowMapping:
-        """`get_row_by_id`, or a 404 problem naming the missing entity."""
-        row = await self.get_row_by_id(entity_id)
-        if row is None:
-            raise self.not_found(entity_id)
-        return row
-
-    async def get_existing(self, entity_id: int, options: Sequence[ORMOption] = ()) -> M:
-        """`get_by_id`, or a 404 problem naming the missing entity."""
-        entity = await self.get_by_id(entity_id, options)
+    async def get(self, entity_id: int) -> M:
+        """The entity, to change or delete it; a 404 problem naming it when it is missing."""
+        entity: M | None = await self.session.get(self.model, entity_id)
         if entity is None:
             raise self.not_found(entity_id)
         return entity
 
-    def get_base_statement(self) -> Select[tuple[M]]:
-        return select(self.model)
-
-    async def get_by_id(self, entity_id: int, options: Sequence[ORMOption] = ()) -> M | None:
-        entity: M | None = await self.session.get(self.model, entity_id, options=options)
-        return entity
+    async def get_row(self, entity_id: int) -> RowMapping:
+        """The row as a plain mapping, for read-only answers: no ORM instance, no identity
+        map, one round trip. A 404 problem naming the entity when it is missing."""
+        result = await self.session.execute(self._row_by_id, {"entity_id": entity_id})
+        row: RowMapping | None = result.mappings().one_or_none()
+        if row is None:
+            raise self.not_found(entity_id)
+        return row
 
     async def get_one_or_none(self, statement: Select[Any]) -> M | None:
         result = await self.session.execute(statement)

@@ -53,23 +53,13 @@ async def create_customer(
     """Create a customer. An email already in use (in any case) is a 409."""
     customer = await service.create_customer(session, data)
     location = request.app.url_path_for("get_customer", customer_id=customer.id)
-    return versioned_response(
-        CustomerRead.model_validate(customer),
-        customer.version,
-        status_code=status.HTTP_201_CREATED,
-        headers={"Location": location},
-    )
+    return versioned_response(customer, location=location)
 
 
 @router.get(
     "/{customer_id}",
     response_model=CustomerRead,
-    responses={
-        **problem_responses(NotFoundError),
-        status.HTTP_304_NOT_MODIFIED: {
-            "description": "The client's copy (If-None-Match) is current."
-        },
-    },
+    responses=problem_responses(NotFoundError),
 )
 async def get_customer(
     customer_id: CustomerId,
@@ -78,7 +68,7 @@ async def get_customer(
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     customer = await service.get_customer(session, customer_id)
-    return versioned_response(customer, customer.version, if_none_match=if_none_match)
+    return versioned_response(customer, if_none_match=if_none_match)
 
 
 @router.patch(
@@ -95,7 +85,7 @@ async def update_customer(
 ) -> Response:
     """Change the fields sent. With `If-Match`, a stale ETag is a 412 and nothing changes."""
     customer = await service.update_customer(session, customer_id, data, if_match)
-    return versioned_response(CustomerRead.model_validate(customer), customer.version)
+    return versioned_response(customer)
 
 
 @router.delete(

@@ -12,7 +12,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.pagination import KeysetQuery
 from backoffice.core.schemas import NOT_BLANK, Email, RequestModel, omittable
 from backoffice.customers.models import (
     COMPANY_MAX_LENGTH,
@@ -104,14 +104,10 @@ class CustomerSort(StrEnum):
     NAME_DESC = "-name"
 
 
-class CustomerListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CustomerListQuery(KeysetQuery):
     q: Annotated[
         str | None,
         Field(min_length=1, max_length=100, description="Name, email or company contains."),
     ] = None
     status: CustomerStatus | None = None
     sort: CustomerSort = CustomerSort.CREATED_AT_DESC
-    limit: LimitQuery = DEFAULT_LIMIT
-    cursor: CursorQuery = None

@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.core.conditional import check_if_match
-from backoffice.core.errors import ConflictError
 from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
 from backoffice.customers.models import Customer
@@ -20,7 +19,7 @@ from backoffice.customers.schemas import (
     CustomerSort,
     CustomerUpdate,
 )
-from backoffice.tasks.repository import TaskRepository
+from backoffice.tasks import service as tasks_service
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +43,7 @@ def _filters(query: CustomerListQuery) -> list[ColumnElement[bool]]:
 
 
 async def get_customer(session: AsyncSession, customer_id: int) -> CustomerRead:
-    row = await CustomerRepository(session).get_existing_row(customer_id)
+    row = await CustomerRepository(session).get_row(customer_id)
     return CustomerRead.model_validate(row)
 
 
@@ -59,39 +58,31 @@ async def list_customers(session: AsyncSession, query: CustomerListQuery) -> Pag
     )
 
 
-async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
+async def create_customer(session: AsyncSession, data: CustomerCreate) -> CustomerRead:
     customer = await CustomerRepository(session).create(Customer(**data.model_dump()))
     log.info("customer.created", customer_id=customer.id)
-    return customer
+    return CustomerRead.model_validate(customer)
 
 
 async def update_customer(
     session: AsyncSession, customer_id: int, data: CustomerUpdate, if_match: str | None
-) -> Customer:
+) -> CustomerRead:
     repository = CustomerRepository(session)
-    customer = await repository.get_existing(customer_id)
+    customer = await repository.get(customer_id)
     check_if_match(if_match, customer.version)
     changes = data.model_dump(exclude_unset=True)
-    if not changes:
-        return customer
-    customer = await repository.update(customer, changes)
-    log.info("customer.updated", customer_id=customer_id, fields=sorted(changes))
-    return customer
+    if changes:
+        customer = await repository.update(customer, changes)
+        log.info("customer.updated", customer_id=customer_id, fields=sorted(changes))
+    return CustomerRead.model_validate(customer)
 
 
 async def delete_customer(session: AsyncSession, customer_id: int, if_match: str | None) -> None:
     """Refused while the customer has open tasks; its closed tasks stay, unlinked from it
-    (their `customer_id` becomes null, their version is bumped)."""
+    (the tasks slice decides both: `tasks_service.detach_customer`)."""
     repository = CustomerRepository(session)
     customer = await repository.lock(customer_id)
     check_if_match(if_match, customer.version)
-    tasks = TaskRepository(session)
-    open_tasks = await tasks.count_open_for_customer(customer_id)
-    if open_tasks:
-        raise ConflictError(
-            f"Customer {customer_id} has {open_tasks} open task(s) (todo, in_progress or "
-            "blocked); finish, cancel or move them to another customer first."
-        )
-    unlinked = await tasks.unlink_customer(customer_id)
+    unlinked = await tasks_service.detach_customer(session, customer_id)
     await repository.delete(customer)
     log.info("customer.deleted", customer_id=customer_id, tasks_unlinked=unlinked)

@@ -5,11 +5,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from backoffice.auth.dependencies import PermissionChecker
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
-from backoffice.core.conditional import (
-    IfMatchHeader,
-    IfNoneMatchHeader,
-    versioned_response,
-)
+from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
 from backoffice.core.database import ReadSessionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
@@ -20,7 +16,6 @@ from backoffice.core.errors import (
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.core.schemas import MAX_INT4
 from backoffice.products import service
-from backoffice.products.models import Product
 from backoffice.products.schemas import (
     ProductCreate,
     ProductListQuery,
@@ -36,17 +31,6 @@ ProductsRead = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, A
 ProductsCreate = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.CREATE))]
 ProductsUpdate = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.UPDATE))]
 ProductsDelete = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS, Action.DELETE))]
-
-
-def _versioned(
-    product: Product, status_code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None
-) -> Response:
-    return versioned_response(
-        ProductRead.model_validate(product),
-        product.version,
-        status_code=status_code,
-        headers=headers,
-    )
 
 
 @router.get("", response_model=Page[ProductRead], responses=problem_responses(InvalidCursorError))
@@ -70,18 +54,13 @@ async def create_product(
     """Create a product. A SKU already in use (in any case) is a 409."""
     product = await service.create_product(session, data)
     location = request.app.url_path_for("get_product", product_id=product.id)
-    return _versioned(product, status.HTTP_201_CREATED, {"Location": location})
+    return versioned_response(product, location=location)
 
 
 @router.get(
     "/{product_id}",
     response_model=ProductRead,
-    responses={
-        **problem_responses(NotFoundError),
-        status.HTTP_304_NOT_MODIFIED: {
-            "description": "The client's copy (If-None-Match) is current."
-        },
-    },
+    responses=problem_responses(NotFoundError),
 )
 async def get_product(
     product_id: ProductId,
@@ -90,7 +69,7 @@ async def get_product(
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     product = await service.get_product(session, product_id)
-    return versioned_response(product, product.version, if_none_match=if_none_match)
+    return versioned_response(product, if_none_match=if_none_match)
 
 
 @router.patch(
@@ -107,7 +86,7 @@ async def update_product(
 ) -> Response:
     """Change the fields sent. With `If-Match`, a stale ETag is a 412 and nothing changes."""
     product = await service.update_product(session, product_id, data, if_match)
-    return _versioned(product)
+    return versioned_response(product)
 
 
 @router.delete(
@@ -134,4 +113,4 @@ async def adjust_stock(
     """Add or remove stock atomically. Removing more than is in stock is a 409, also when
     many requests race for the last units."""
     product = await service.adjust_stock(session, product_id, data.delta)
-    return _versioned(product)
+    return versioned_response(product)

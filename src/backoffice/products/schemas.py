@@ -11,7 +11,7 @@ from pydantic import (
     field_validator,
 )
 
-from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.pagination import KeysetQuery
 from backoffice.core.schemas import (
     MAX_INT4,
     NOT_BLANK,
@@ -119,9 +119,7 @@ class ProductSort(StrEnum):
     PRICE_DESC = "-price"
 
 
-class ProductListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProductListQuery(KeysetQuery):
     q: Annotated[
         str | None,
         Field(min_length=1, max_length=100, description="Name or SKU contains (any case)."),
@@ -131,5 +129,3 @@ class ProductListQuery(BaseModel):
     min_price: MoneyQuery | None = None
     max_price: MoneyQuery | None = None
     sort: ProductSort = ProductSort.CREATED_AT_DESC
-    limit: LimitQuery = DEFAULT_LIMIT
-    cursor: CursorQuery = None

@@ -42,7 +42,7 @@ def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
 
 
 async def get_product(session: AsyncSession, product_id: int) -> ProductRead:
-    row = await ProductRepository(session).get_existing_row(product_id)
+    row = await ProductRepository(session).get_row(product_id)
     return ProductRead.model_validate(row)
 
 
@@ -57,38 +57,38 @@ async def list_products(session: AsyncSession, query: ProductListQuery) -> Page[
     )
 
 
-async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
+async def create_product(session: AsyncSession, data: ProductCreate) -> ProductRead:
     product = await ProductRepository(session).create(Product(**data.model_dump()))
     log.info("product.created", product_id=product.id)
-    return product
+    return ProductRead.model_validate(product)
 
 
 async def update_product(
     session: AsyncSession, product_id: int, data: ProductUpdate, if_match: str | None
-) -> Product:
-    product = await ProductRepository(session).get_existing(product_id)
+) -> ProductRead:
+    repository = ProductRepository(session)
+    product = await repository.get(product_id)
     check_if_match(if_match, product.version)
     changes = data.model_dump(exclude_unset=True)
-    if not changes:
-        return product
-    product = await ProductRepository(session).update(product, changes)
-    log.info("product.updated", product_id=product_id, fields=sorted(changes))
-    return product
+    if changes:
+        product = await repository.update(product, changes)
+        log.info("product.updated", product_id=product_id, fields=sorted(changes))
+    return ProductRead.model_validate(product)
 
 
 async def delete_product(session: AsyncSession, product_id: int, if_match: str | None) -> None:
-    product = await ProductRepository(session).get_existing(product_id)
+    repository = ProductRepository(session)
+    product = await repository.get(product_id)
     check_if_match(if_match, product.version)
-    await ProductRepository(session).delete(product)
+    await repository.delete(product)
     log.info("product.deleted", product_id=product_id)
 
 
-async def adjust_stock(session: AsyncSession, product_id: int, delta: int) -> Product:
-    repository = ProductRepository(session)
-    product = await repository.adjust_stock(product_id, delta)
+async def adjust_stock(session: AsyncSession, product_id: int, delta: int) -> ProductRead:
+    product = await ProductRepository(session).adjust_stock(product_id, delta)
     if product is not None:
         log.info("product.stock_adjusted", product_id=product_id, delta=delta)
-        return product
+        return ProductRead.model_validate(product)
     current = await get_product(session, product_id)
     if delta > 0:
         raise ConflictError(

@@ -1,13 +1,94 @@
+"""Task queries: the joined read of one task or a page, the reference probes, and the bulk
+changes a customer's deletion needs.
+
+A task refers to a user, a customer and a product. Their tables are read here, joined to the
+task, never through those slices' repositories: the references are part of a task's row.
+"""
+
 from collections.abc import Mapping
-from typing import ClassVar
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar
 
-from sqlalchemy import func, select, update
-from sqlmodel import col
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Label,
+    RowMapping,
+    Select,
+    func,
+    inspect,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlmodel import SQLModel, col
 
+from backoffice.auth.models import User
 from backoffice.core.errors import DomainError, FieldError, InvalidInputError
+from backoffice.core.pagination import KeysetOrder
 from backoffice.core.repository import BaseRepository
+from backoffice.customers.models import Customer
+from backoffice.products.models import Product
 from backoffice.tasks.models import Task
 from backoffice.tasks.rules import OPEN_STATUSES
+
+_columns = inspect(Task).columns
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A reference a task can hold: the referenced table, the columns of its summary, and
+    which of its rows may be referred to (only an active user can be assigned)."""
+
+    model: type[SQLModel]
+    summary: tuple[str, ...]
+    usable: ColumnElement[bool]
+
+    @property
+    def entity(self) -> str:
+        return self.model.__name__
+
+    def column(self, name: str) -> Column[Any]:
+        column: Column[Any] = inspect(self.model).columns[name]
+        return column
+
+
+# Task field -> what it refers to.
+REFERENCES: Mapping[str, Reference] = {
+    "assignee_id": Reference(User, ("email", "full_name"), col(User.is_active).is_(True)),
+    "customer_id": Reference(Customer, ("name", "company"), true()),
+    "product_id": Reference(Product, ("sku", "name"), true()),
+}
+
+
+def _label(field: str, name: str) -> str:
+    return f"{field.removesuffix('_id')}_{name}"
+
+
+@cache
+def _read_statement(joined: frozenset[str]) -> Select[Any]:
+    """Tasks with the summaries of the `joined` reference fields: one statement whatever the
+    page size. A reference not joined is not read at all."""
+    statement = select(*_columns)
+    for field, reference in REFERENCES.items():
+        if field in joined:
+            labelled = (
+                reference.column(name).label(_label(field, name)) for name in reference.summary
+            )
+            statement = statement.add_columns(*labelled).outerjoin(
+                reference.model, reference.column("id") == _columns[field]
+            )
+    return statement
+
+
+def summary_of(row: RowMapping, field: str) -> dict[str, Any] | None:
+    """The summary of the reference `field` in a row of a read joined with it."""
+    if row[field] is None:
+        return None
+    names = REFERENCES[field].summary
+    return {"id": row[field]} | {name: row[_label(field, name)] for name in names}
 
 
 def _gone(field: str, entity: str) -> InvalidInputError:
@@ -26,6 +107,46 @@ class TaskRepository(BaseRepository[Task]):
         "fk_tasks_customer_id_customers": _gone("customer_id", "customer"),
         "fk_tasks_product_id_products": _gone("product_id", "product"),
     }
+
+    async def read(self, task_id: int, joined: frozenset[str]) -> RowMapping:
+        """The task with the summaries of the `joined` references, or a 404 problem."""
+        result = await self.session.execute(_read_statement(joined).where(_columns.id == task_id))
+        row: RowMapping | None = result.mappings().one_or_none()
+        if row is None:
+            raise self.not_found(task_id)
+        return row
+
+    async def read_page(
+        self,
+        joined: frozenset[str],
+        conditions: list[ColumnElement[bool]],
+        order: KeysetOrder,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[RowMapping], str | None]:
+        """One keyset page of the tasks matching `conditions`, read as `read` reads one."""
+        statement = _read_statement(joined).where(*conditions)
+        if isinstance(order.key, Label):  # a computed sort key must be selected to be read back
+            statement = statement.add_columns(order.key)
+        return await self.paginate(statement, order, cursor, limit)
+
+    async def reference_states(self, wanted: Mapping[str, int]) -> dict[str, bool | None]:
+        """For each reference field -> id: None when no such row exists, else whether it may
+        be referred to. One query for all of them."""
+        probes = [
+            select(REFERENCES[field].usable)
+            .where(REFERENCES[field].column("id") == entity_id)
+            .scalar_subquery()
+            .label(field)
+            for field, entity_id in wanted.items()
+        ]
+        found = (await self.session.execute(select(*probes))).mappings().one()
+        return {field: found[field] for field in wanted}
+
+    async def customer_exists(self, customer_id: int) -> bool:
+        customers = REFERENCES["customer_id"]
+        statement = select(literal(True)).where(customers.column("id") == customer_id)
+        return bool(await self.session.scalar(statement))
 
     async def count_open_for_customer(self, customer_id: int) -> int:
         statement = select(func.count()).where(

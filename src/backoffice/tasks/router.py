@@ -18,8 +18,8 @@ from backoffice.core.schemas import MAX_INT4
 from backoffice.tasks import service
 from backoffice.tasks.rules import IllegalTransitionError
 from backoffice.tasks.schemas import (
-    CustomerTaskListQuery,
     TaskCreate,
+    TaskFilters,
     TaskListQuery,
     TaskRead,
     TaskUpdate,
@@ -45,7 +45,8 @@ async def list_tasks(
     otherwise, one keyset page at a time. `status` and `priority` may repeat. The assignee,
     customer and product summaries are shown to callers who may read those modules; others
     get null and the id."""
-    page = await service.list_tasks(session, query, caller.id, service.visible_modules(caller))
+    visible = service.visible_modules(caller)
+    page = await service.list_tasks(session, query, caller.id, visible, query.customer_id)
     return page.to_response()
 
 
@@ -58,7 +59,7 @@ async def list_customer_tasks(
     customer_id: CustomerId,
     caller: TasksRead,
     session: ReadSessionDep,
-    query: Annotated[CustomerTaskListQuery, Query()],
+    query: Annotated[TaskFilters, Query()],
 ) -> Response:
     """The customer's tasks, with the same filters and sorts as `GET /tasks`. A missing
     customer is a 404 for callers who may read customers, an empty page for others."""
@@ -82,20 +83,13 @@ async def create_task(
     only if the caller may read that module (else one answer for every reason)."""
     task = await service.create_task(session, data, caller.id, service.visible_modules(caller))
     location = request.app.url_path_for("get_task", task_id=task.id)
-    return versioned_response(
-        task, task.version, status_code=status.HTTP_201_CREATED, headers={"Location": location}
-    )
+    return versioned_response(task, location=location)
 
 
 @router.get(
     "/{task_id}",
     response_model=TaskRead,
-    responses={
-        **problem_responses(NotFoundError),
-        status.HTTP_304_NOT_MODIFIED: {
-            "description": "The client's copy (If-None-Match) is current."
-        },
-    },
+    responses=problem_responses(NotFoundError),
 )
 async def get_task(
     task_id: TaskId,
@@ -104,7 +98,7 @@ async def get_task(
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     task = await service.get_task(session, task_id, service.visible_modules(caller))
-    return versioned_response(task, task.version, if_none_match=if_none_match)
+    return versioned_response(task, if_none_match=if_none_match)
 
 
 @router.patch(
@@ -127,7 +121,7 @@ async def update_task(
     task = await service.update_task(
         session, task_id, data, if_match, service.visible_modules(caller)
     )
-    return versioned_response(task, task.version)
+    return versioned_response(task)
 
 
 @router.delete(

@@ -4,13 +4,12 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     Strict,
     StringConstraints,
 )
 
-from backoffice.core.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from backoffice.core.pagination import KeysetQuery
 from backoffice.core.schemas import MAX_INT4, NOT_BLANK, Day, RecordId, RequestModel, omittable
 from backoffice.tasks.models import (
     DESCRIPTION_MAX_LENGTH,
@@ -109,10 +108,9 @@ class TaskSort(StrEnum):
     PRIORITY_DESC = "-priority"
 
 
-class CustomerTaskListQuery(BaseModel):
-    """The filters of a task list; a customer's task list has all but `customer_id`."""
-
-    model_config = ConfigDict(extra="forbid")
+class TaskFilters(KeysetQuery):
+    """The filters, sort and page of a task list. A customer's task list takes exactly these
+    (its customer is the path's); `GET /tasks` adds `customer_id` (`TaskListQuery`)."""
 
     status: Annotated[
         list[TaskStatus] | None, Field(max_length=len(TaskStatus), description="Any of these.")
@@ -140,9 +138,7 @@ class CustomerTaskListQuery(BaseModel):
     sort: Annotated[
         TaskSort, Field(description="Undated tasks come last in both due-date orders.")
     ] = TaskSort.CREATED_AT_DESC
-    limit: LimitQuery = DEFAULT_LIMIT
-    cursor: CursorQuery = None
 
 
-class TaskListQuery(CustomerTaskListQuery):
+class TaskListQuery(TaskFilters):
     customer_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None

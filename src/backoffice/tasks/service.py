@@ -8,37 +8,21 @@ shown only to a caller who may read its module (`visible_modules`); anyone else 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import (
-    Column,
-    ColumnElement,
-    Label,
-    RowMapping,
-    Select,
-    and_,
-    inspect,
-    not_,
-    select,
-    true,
-)
+from sqlalchemy import ColumnElement, RowMapping, and_, inspect, not_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import SQLModel, col
+from sqlmodel import col
 
-from backoffice.auth.models import User
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
 from backoffice.core.conditional import check_if_match
-from backoffice.core.errors import FieldError, InvalidInputError
+from backoffice.core.errors import ConflictError, FieldError, InvalidInputError, NotFoundError
 from backoffice.core.pagination import KeysetOrder, Page, keyset_orders
 from backoffice.core.repository import contains_pattern
-from backoffice.customers.models import Customer
-from backoffice.customers.repository import CustomerRepository
-from backoffice.products.models import Product
 from backoffice.tasks.models import Task, due_date_or
-from backoffice.tasks.repository import TaskRepository
+from backoffice.tasks.repository import REFERENCES, TaskRepository, summary_of
 from backoffice.tasks.rules import (
     OPEN_STATUSES,
     TRANSITIONS,
@@ -46,9 +30,8 @@ from backoffice.tasks.rules import (
     completed_at_for,
 )
 from backoffice.tasks.schemas import (
-    CustomerTaskListQuery,
     TaskCreate,
-    TaskListQuery,
+    TaskFilters,
     TaskRead,
     TaskSort,
     TaskUpdate,
@@ -77,42 +60,20 @@ SORT_ORDERS: dict[TaskSort, KeysetOrder] = {
 
 
 @dataclass(frozen=True, slots=True)
-class _Reference:
-    """A reference a task can hold: the module that guards the referenced rows, the columns
-    of its summary, and which existing rows may be referred to (only an active user can be
-    assigned)."""
+class _Guard:
+    """The module that guards a reference's rows, and the one reason a caller who cannot
+    read that module is given when the reference is refused."""
 
     module: Module
-    model: type[SQLModel]
-    summary: tuple[str, ...]
-    usable: ColumnElement[bool]
-    refused: str  # the one reason a caller who cannot read the module is given
-
-    @property
-    def entity(self) -> str:
-        return self.model.__name__
-
-    def column(self, name: str) -> Column[Any]:
-        column: Column[Any] = inspect(self.model).columns[name]
-        return column
+    refused: str
 
 
-_REFERENCES: Mapping[str, _Reference] = {
-    "assignee_id": _Reference(
-        Module.USERS,
-        User,
-        ("email", "full_name"),
-        col(User.is_active).is_(True),
-        "cannot be assigned",
-    ),
-    "customer_id": _Reference(
-        Module.CUSTOMERS, Customer, ("name", "company"), true(), "cannot be referred to"
-    ),
-    "product_id": _Reference(
-        Module.PRODUCTS, Product, ("sku", "name"), true(), "cannot be referred to"
-    ),
+_GUARDS: Mapping[str, _Guard] = {
+    "assignee_id": _Guard(Module.USERS, "cannot be assigned"),
+    "customer_id": _Guard(Module.CUSTOMERS, "cannot be referred to"),
+    "product_id": _Guard(Module.PRODUCTS, "cannot be referred to"),
 }
-REFERENCE_MODULES = frozenset(reference.module for reference in _REFERENCES.values())
+REFERENCE_MODULES = frozenset(guard.module for guard in _GUARDS.values())
 
 
 def visible_modules(principal: Principal) -> frozenset[Module]:
@@ -121,42 +82,24 @@ def visible_modules(principal: Principal) -> frozenset[Module]:
     return frozenset(module for module in REFERENCE_MODULES if principal.can(module, Action.READ))
 
 
-def _label(field: str, name: str) -> str:
-    return f"{field.removesuffix('_id')}_{name}"
-
-
-@cache
-def _read_statement(visible: frozenset[Module]) -> Select[Any]:
-    """Tasks with the summaries the caller may see joined in: one statement whatever the page
-    size. A module the caller cannot read is not even joined, so its rows never leave the
-    database for this caller."""
-    statement = select(*_columns)
-    for field, reference in _REFERENCES.items():
-        if reference.module in visible:
-            labelled = (
-                reference.column(name).label(_label(field, name)) for name in reference.summary
-            )
-            statement = statement.add_columns(*labelled).outerjoin(
-                reference.model, reference.column("id") == _columns[field]
-            )
-    return statement
-
-
-def _summary(row: RowMapping, field: str, visible: frozenset[Module]) -> dict[str, Any] | None:
-    reference = _REFERENCES[field]
-    if row[field] is None or reference.module not in visible:
-        return None
-    return {"id": row[field]} | {name: row[_label(field, name)] for name in reference.summary}
+def _joined(visible: frozenset[Module]) -> frozenset[str]:
+    """The references whose summaries the caller may see. The others are not even joined, so
+    their rows never leave the database for this caller."""
+    return frozenset(field for field, guard in _GUARDS.items() if guard.module in visible)
 
 
 def task_read(row: RowMapping, visible: frozenset[Module]) -> TaskRead:
-    summaries = {field.removesuffix("_id"): _summary(row, field, visible) for field in _REFERENCES}
+    joined = _joined(visible)
+    summaries = {
+        field.removesuffix("_id"): summary_of(row, field) if field in joined else None
+        for field in _GUARDS
+    }
     allowed = sorted(TRANSITIONS[row["status"]], key=list(TRANSITIONS).index)
     return TaskRead.model_validate({**row, "allowed_transitions": allowed, **summaries})
 
 
 def _filters(
-    query: CustomerTaskListQuery, caller_id: int, today: date, customer_id: int | None
+    query: TaskFilters, caller_id: int, today: date, customer_id: int | None
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     due_date = col(Task.due_date)
@@ -185,11 +128,7 @@ def _filters(
 
 
 async def _read(session: AsyncSession, task_id: int, visible: frozenset[Module]) -> TaskRead:
-    result = await session.execute(_read_statement(visible).where(_task_id == task_id))
-    row = result.mappings().one_or_none()
-    if row is None:
-        raise TaskRepository(session).not_found(task_id)
-    return task_read(row, visible)
+    return task_read(await TaskRepository(session).read(task_id, _joined(visible)), visible)
 
 
 def _reference_error(
@@ -198,16 +137,13 @@ def _reference_error(
     """Why a reference is refused. A caller who may read the module learns the precise reason;
     any other caller gets one answer for every reason, so that it cannot probe which ids exist
     or which users are active."""
-    reference = _REFERENCES[field]
-    if reference.module not in visible:
-        message, kind = f"{reference.entity} {entity_id} {reference.refused}.", "invalid_reference"
+    entity, guard = REFERENCES[field].entity, _GUARDS[field]
+    if guard.module not in visible:
+        message, kind = f"{entity} {entity_id} {guard.refused}.", "invalid_reference"
     elif usable is None:
-        message, kind = f"{reference.entity} {entity_id} does not exist.", "reference_not_found"
+        message, kind = f"{entity} {entity_id} does not exist.", "reference_not_found"
     else:
-        message, kind = (
-            f"{reference.entity} {entity_id} is inactive and cannot be assigned.",
-            "inactive",
-        )
+        message, kind = f"{entity} {entity_id} is inactive and cannot be assigned.", "inactive"
     return FieldError(field=f"body.{field}", message=message, type=kind)
 
 
@@ -216,18 +152,10 @@ async def _check_references(
 ) -> None:
     """Every reference being set must exist (and an assignee be active): one query for all,
     and one 422 naming each offending field."""
-    wanted = {field: changes[field] for field in _REFERENCES if changes.get(field) is not None}
+    wanted = {field: changes[field] for field in _GUARDS if changes.get(field) is not None}
     if not wanted:
         return
-    probes = [
-        select(_REFERENCES[field].usable)
-        .where(_REFERENCES[field].column("id") == entity_id)
-        .scalar_subquery()
-        .label(field)
-        for field, entity_id in wanted.items()
-    ]
-    # NULL when the row does not exist, else whether it may be referred to.
-    found = (await session.execute(select(*probes))).mappings().one()
+    found = await TaskRepository(session).reference_states(wanted)
     errors = [
         _reference_error(field, entity_id, found[field], visible)
         for field, entity_id in wanted.items()
@@ -246,20 +174,18 @@ async def get_task(session: AsyncSession, task_id: int, visible: frozenset[Modul
 
 async def list_tasks(
     session: AsyncSession,
-    query: CustomerTaskListQuery,
+    query: TaskFilters,
     caller_id: int,
     visible: frozenset[Module],
-    customer_id: int | None = None,
+    customer_id: int | None,
 ) -> Page[TaskRead]:
-    if isinstance(query, TaskListQuery) and query.customer_id is not None:
-        customer_id = query.customer_id
-    order = SORT_ORDERS[query.sort]
     today = datetime.now(UTC).date()
-    statement = _read_statement(visible).where(*_filters(query, caller_id, today, customer_id))
-    if isinstance(order.key, Label):  # a computed sort key must be selected to be read back
-        statement = statement.add_columns(order.key)
-    rows, cursor = await TaskRepository(session).paginate(
-        statement, order, query.cursor, query.limit
+    rows, cursor = await TaskRepository(session).read_page(
+        _joined(visible),
+        _filters(query, caller_id, today, customer_id),
+        SORT_ORDERS[query.sort],
+        query.cursor,
+        query.limit,
     )
     items = [task_read(row, visible) for row in rows]
     return Page[TaskRead](items=items, next_cursor=cursor)
@@ -268,14 +194,16 @@ async def list_tasks(
 async def list_customer_tasks(
     session: AsyncSession,
     customer_id: int,
-    query: CustomerTaskListQuery,
+    query: TaskFilters,
     caller_id: int,
     visible: frozenset[Module],
 ) -> Page[TaskRead]:
     # Only a caller who may read customers learns that one does not exist; to anyone else a
     # missing customer has no tasks, as `GET /tasks?customer_id=` already answers.
-    if Module.CUSTOMERS in visible:
-        await CustomerRepository(session).get_existing_row(customer_id)
+    if Module.CUSTOMERS in visible and not await TaskRepository(session).customer_exists(
+        customer_id
+    ):
+        raise NotFoundError(f"{REFERENCES['customer_id'].entity} {customer_id} does not exist.")
     return await list_tasks(session, query, caller_id, visible, customer_id)
 
 
@@ -298,7 +226,7 @@ async def update_task(
     visible: frozenset[Module],
 ) -> TaskRead:
     repository = TaskRepository(session)
-    task = await repository.get_existing(task_id)
+    task = await repository.get(task_id)
     check_if_match(if_match, task.version)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
@@ -315,7 +243,21 @@ async def update_task(
 
 async def delete_task(session: AsyncSession, task_id: int, if_match: str | None) -> None:
     repository = TaskRepository(session)
-    task = await repository.get_existing(task_id)
+    task = await repository.get(task_id)
     check_if_match(if_match, task.version)
     await repository.delete(task)
     log.info("task.deleted", task_id=task_id)
+
+
+async def detach_customer(session: AsyncSession, customer_id: int) -> int:
+    """Before a customer is deleted: refused while it has open tasks; its closed tasks stay,
+    unlinked from it (their `customer_id` becomes null, their version is bumped). The number
+    of tasks unlinked."""
+    tasks = TaskRepository(session)
+    open_tasks = await tasks.count_open_for_customer(customer_id)
+    if open_tasks:
+        raise ConflictError(
+            f"Customer {customer_id} has {open_tasks} open task(s) (todo, in_progress or "
+            "blocked); finish, cancel or move them to another customer first."
+        )
+    return await tasks.unlink_customer(customer_id)
