@@ -32,8 +32,10 @@ from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware, UnstorableTextMiddleware
 from backoffice.core.openapi import install_openapi
 from backoffice.core.pagination import CursorSigner, bind_cursor_signer
+from backoffice.customers import service as customers_service
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
+from backoffice.tasks import service as tasks_service
 from backoffice.tasks.router import customer_tasks_router
 from backoffice.tasks.router import router as tasks_router
 
@@ -107,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public_api)
     app.include_router(api)
     app.include_router(health.router)
+    # A customer's tasks decide whether it may go (tasks -> customers, never the reverse).
+    customers_service.guard_deletion(tasks_service.detach_customer)
 
     register_error_handlers(app)
     install_openapi(app, database_prefix=API_PREFIX)

@@ -1,5 +1,6 @@
 """Customer use cases. Raise domain errors; never commit (the request owns the transaction)."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -19,7 +20,6 @@ from backoffice.customers.schemas import (
     CustomerSort,
     CustomerUpdate,
 )
-from backoffice.tasks import service as tasks_service
 
 log = structlog.get_logger(__name__)
 
@@ -77,12 +77,27 @@ async def update_customer(
     return CustomerRead.model_validate(customer)
 
 
+type DeletionGuard = Callable[[AsyncSession, int], Awaitable[object]]
+
+# What the slices that refer to customers do before one is deleted, in the same transaction:
+# the tasks slice refuses while open tasks remain and unlinks the closed ones. core/main.py
+# registers them, so customers imports none of those slices: tasks -> customers, one way.
+_deletion_guards: list[DeletionGuard] = []
+
+
+def guard_deletion(guard: DeletionGuard) -> None:
+    """Run `guard(session, customer_id)` before every customer deletion (registered once)."""
+    if guard not in _deletion_guards:
+        _deletion_guards.append(guard)
+
+
 async def delete_customer(session: AsyncSession, customer_id: int, if_match: str | None) -> None:
-    """Refused while the customer has open tasks; its closed tasks stay, unlinked from it
-    (the tasks slice decides both: `tasks_service.detach_customer`)."""
+    """Locked, checked against If-Match, then each deletion guard has its say (a guard refuses
+    with a problem, e.g. a 409 while the customer has open tasks)."""
     repository = CustomerRepository(session)
     customer = await repository.lock(customer_id)
     check_if_match(if_match, customer.version)
-    unlinked = await tasks_service.detach_customer(session, customer_id)
+    for guard in _deletion_guards:
+        await guard(session, customer_id)
     await repository.delete(customer)
-    log.info("customer.deleted", customer_id=customer_id, tasks_unlinked=unlinked)
+    log.info("customer.deleted", customer_id=customer_id)

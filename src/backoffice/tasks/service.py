@@ -260,4 +260,6 @@ async def detach_customer(session: AsyncSession, customer_id: int) -> int:
             f"Customer {customer_id} has {open_tasks} open task(s) (todo, in_progress or "
             "blocked); finish, cancel or move them to another customer first."
         )
-    return await tasks.unlink_customer(customer_id)
+    unlinked = await tasks.unlink_customer(customer_id)
+    log.info("tasks.unlinked_from_customer", customer_id=customer_id, tasks=unlinked)
+    return unlinked
