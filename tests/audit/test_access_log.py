@@ -292,6 +292,30 @@ async def test_while_the_database_is_away_entries_wait_and_are_written_when_it_r
     ]
 
 
+async def test_a_batch_refused_for_any_reason_but_its_data_waits_in_the_queue_too(
+    settings: Settings, server_url: str, connection: AsyncConnection, session: AsyncSession
+) -> None:
+    """Not only an outage: a connection lost mid-COPY, a missing grant or table. Here, the
+    server's own database, which has no access log table: nothing is dropped, the error is
+    named, and the entries are written once the writer can."""
+    elsewhere = Database.connect(server_url, settings)
+    sessions = async_sessionmaker(elsewhere.engine, expire_on_commit=False)
+    writer = AccessLogWriter(sessions, max_queue=100, batch_size=10, flush_interval_s=60)
+    try:
+        writer.record(entry(1))
+        writer.record(entry(2))
+        kept = await writer.flush()
+        assert (kept, writer.depth, writer.dropped) == (False, 2, 0)
+        assert writer.last_error == "UndefinedTableError (SQLSTATE 42P01)"
+
+        sessions.configure(bind=connection, join_transaction_mode="create_savepoint")
+        assert await writer.flush() is True
+    finally:
+        await elsewhere.dispose()
+
+    assert [row.request_id for row in await logged(session)] == ["request-1", "request-2"]
+
+
 async def test_while_the_database_is_away_only_the_queue_overflow_is_dropped_and_counted(
     settings: Settings,
 ) -> None:

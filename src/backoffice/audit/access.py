@@ -37,7 +37,7 @@ from backoffice.audit.models import (
 )
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
-from backoffice.core.errors import database_unavailable, describe_error, sqlstate_of
+from backoffice.core.errors import describe_error, sqlstate_of
 from backoffice.core.network import client_ip, forwarded_chain
 from backoffice.core.text import scrub
 
@@ -112,6 +112,7 @@ class AccessLogWriter:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
+        self.last_error: str | None = None  # why the last batch went back to the queue
 
     @property
     def depth(self) -> int:
@@ -169,39 +170,44 @@ class AccessLogWriter:
                 retry_in = 0.0
             else:
                 if not retry_in:
-                    log.warning("audit.access_write_deferred", queued=self.depth)
+                    log.warning(
+                        "audit.access_write_deferred", queued=self.depth, error=self.last_error
+                    )
                 retry_in = min(max(2 * retry_in, _RETRY_MIN_S), _RETRY_MAX_S)
 
     async def flush(self) -> bool:
-        """Insert everything queued, a batch per transaction. False, with the batch back at
-        the head of the queue, when the database is unavailable: the caller retries later.
-        A batch whose data the database refuses is retried row by row, so only the bad rows
-        are lost (counted as dropped and warned); a batch that fails otherwise is logged and
-        counted as dropped: the queue must keep moving."""
+        """Insert everything queued, a batch per transaction. Data the database refuses is
+        retried row by row, so only the bad rows are lost (counted as dropped and warned). A
+        batch that fails for any other reason (the database away, a connection lost mid-COPY,
+        a missing grant) goes back to the head of the queue and the answer is False: the
+        caller retries later, and nothing but the queue's overflow is ever lost."""
         while self._queue:
             count = min(self._batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(count)]
             try:
                 await self._insert(batch)
-            except Exception as exc:
-                if database_unavailable(exc):
-                    self._queue.extendleft(reversed(batch))
-                    self._drop_overflow()  # record() may have filled the queue meanwhile
+            except Exception as exc:  # noqa: BLE001  # whatever it was, the entries are kept
+                if not _refused_data(exc):
+                    return self._put_back(batch, exc)
+                if not await self._insert_one_by_one(batch):
                     return False
-                if len(batch) > 1 and _refused_data(exc):
-                    await self._insert_one_by_one(batch)
-                else:
-                    self.dropped += len(batch)
-                    log.exception("audit.access_write_failed", entries=len(batch))
             else:
                 self.written += len(batch)
         return True
 
-    async def _insert_one_by_one(self, batch: Sequence[AccessEntry]) -> None:
-        for entry in batch:
+    def _put_back(self, entries: Sequence[AccessEntry], exc: Exception) -> bool:
+        self._queue.extendleft(reversed(entries))
+        self._drop_overflow()  # record() may have filled the queue meanwhile
+        self.last_error = describe_error(exc)
+        return False
+
+    async def _insert_one_by_one(self, batch: Sequence[AccessEntry]) -> bool:
+        for position, entry in enumerate(batch):
             try:
                 await self._insert([entry])
             except Exception as exc:  # noqa: BLE001  # one bad row must not stop its neighbours
+                if not _refused_data(exc):
+                    return self._put_back(batch[position:], exc)
                 self.dropped += 1
                 log.warning(
                     "audit.access_entry_refused",
@@ -210,6 +216,7 @@ class AccessLogWriter:
                 )
             else:
                 self.written += 1
+        return True
 
     async def _insert(self, batch: Sequence[AccessEntry]) -> None:
         # COPY: one round trip and almost no Python per row, which is what keeps the access log
@@ -217,10 +224,18 @@ class AccessLogWriter:
         async with self._sessions() as session:
             connection = await session.connection()
             driver: Any = (await connection.get_raw_connection()).driver_connection  # asyncpg's
-            await driver.copy_records_to_table(
-                _TABLE, records=[_as_record(entry) for entry in batch], columns=_COLUMNS
-            )
-            await session.commit()
+            try:
+                await driver.copy_records_to_table(
+                    _TABLE, records=[_as_record(entry) for entry in batch], columns=_COLUMNS
+                )
+                await session.commit()
+            except Exception as exc:
+                if not _refused_data(exc):
+                    # The COPY ran beneath SQLAlchemy, which cannot tell whether the connection
+                    # survived (a server gone mid-COPY leaves it half-way): never pool it again.
+                    with contextlib.suppress(Exception):
+                        await connection.invalidate()
+                raise
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
