@@ -139,14 +139,14 @@ class AccessLogWriter:
     async def stop(self) -> None:
         """Stop the background task at its next safe point, then write everything still
         queued. Never cancelled mid-batch: a batch taken off the queue would be lost with the
-        task. With the database down, one attempt: what it cannot write is counted as dropped
-        and warned about."""
+        task. One attempt: what the database does not take is counted as dropped and warned
+        about."""
         if self._task is not None:
             self._stopping.set()
             self._wake.set()
             await self._task
             self._task = None
-        if not await self.flush() and self._queue:
+        if not await self.flush():  # False leaves the unwritten entries queued
             self.dropped += len(self._queue)
             log.warning("audit.access_unwritten_at_shutdown", entries=len(self._queue))
             self._queue.clear()

@@ -345,13 +345,17 @@ _DATA_EXCEPTION_DETAILS: Mapping[str, str] = {
 # (connection exception), class 53 (insufficient resources: too many connections, disk full),
 # 57014 (statement time-out), 57P01-57P03 (shut down, crashed, starting up).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03")
+# Errors that are an outage whatever they carry: a connection that could not be opened, the
+# driver's statement or connect time-out, no free connection in the pool. Each also has its
+# own handler (register_error_handlers), since none is a DBAPIError.
+_UNAVAILABLE_ERRORS = (DatabaseUnreachableError, TimeoutError, SQLAlchemyTimeoutError)
 
 
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the database could not serve the request (an outage, a lost
     connection, a time-out), as opposed to refusing it: the caller may retry later."""
-    if isinstance(exc, DatabaseUnreachableError | TimeoutError | SQLAlchemyTimeoutError):
-        return True  # TimeoutError: the driver's statement time-out or a connect time-out
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     sqlstate = sqlstate_of(exc)
@@ -416,6 +420,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]  # see above
-    for unavailable in (DatabaseUnreachableError, TimeoutError, SQLAlchemyTimeoutError):
+    for unavailable in _UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled_error)
