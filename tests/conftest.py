@@ -10,9 +10,11 @@ a grant the app lacks fails the tests that need it.
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import fastapi.dependencies.models as fastapi_dependency_models
 import pytest
 from fastapi import FastAPI
@@ -34,12 +36,14 @@ from backoffice.core.config import PROJECT_ROOT, Environment, Settings
 from backoffice.core.database import (
     APP_GROUP_ROLE,
     Database,
+    Driver,
     sqlalchemy_url,
     start_embedded_postgres,
 )
 from backoffice.core.main import create_app
 from tests.support.database import (
     MIGRATIONS_DIR,
+    CountingDriver,
     StatementCounter,
     admin_execute,
     as_app,
@@ -185,7 +189,21 @@ def app(
         expire_on_commit=False,
         sync_session_class=AuditedSession,
     )
-    app.state.database = Database(engine=engine, sessions=sessionmaker, read_sessions=read_sessions)
+
+    @asynccontextmanager
+    async def read_connections() -> AsyncIterator[Driver]:
+        # The driver connection under the test's: it sees the test transaction's rows.
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert isinstance(driver, asyncpg.Connection)
+        counter: StatementCounter | None = connection.info.get(StatementCounter)
+        yield driver if counter is None else cast(Driver, CountingDriver(driver, counter))
+
+    app.state.database = Database(
+        engine=engine,
+        sessions=sessionmaker,
+        read_sessions=read_sessions,
+        read_connections=read_connections,
+    )
     return app
 
 
@@ -240,14 +258,18 @@ async def committed_client(
 
 
 @pytest.fixture
-def statements(connection: AsyncConnection) -> Iterator[list[str]]:
+async def statements(connection: AsyncConnection) -> AsyncIterator[list[str]]:
     """The SQL of every statement the test's connection runs from now on (the app's requests
-    included), savepoint bookkeeping left out: for counting queries."""
+    included), savepoint bookkeeping left out: for counting queries. SQLAlchemy's statements
+    are seen by its event; the hot read routes' (core.database.ReadConnection), which run on
+    the driver connection underneath, by the app fixture's CountingDriver."""
     counter = StatementCounter()
     sync_connection = connection.sync_connection
     assert sync_connection is not None
     event.listen(sync_connection, "before_cursor_execute", counter)
+    connection.info[StatementCounter] = counter
     yield counter.statements
+    del connection.info[StatementCounter]
     event.remove(sync_connection, "before_cursor_execute", counter)
 
 

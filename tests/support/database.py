@@ -100,14 +100,35 @@ async def stored[M: SQLModel](
     return result.scalars().one_or_none()
 
 
+class CountingDriver:
+    """An asyncpg connection that tells a StatementCounter the SQL it runs: what SQLAlchemy's
+    event sees of its own statements, for the hot read routes' raw ones."""
+
+    def __init__(self, driver: asyncpg.Connection, counter: "StatementCounter") -> None:
+        self._driver = driver
+        self._counter = counter
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        self._counter.record(query, args)
+        return await self._driver.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        self._counter.record(query, args)
+        return await self._driver.fetchrow(query, *args)
+
+
 class StatementCounter:
     """A `before_cursor_execute` listener keeping the SQL of each statement, savepoint
     bookkeeping left out: for counting the queries a request runs."""
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.parameters: list[object] = []  # of each statement, as the driver got them
 
     def __call__(self, *args: object) -> None:
-        statement = str(args[2])
+        self.record(str(args[2]), args[3])
+
+    def record(self, statement: str, parameters: object) -> None:
         if not statement.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
             self.statements.append(statement)
+            self.parameters.append(parameters)

@@ -2,8 +2,8 @@
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,8 +11,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import Dialect, event, text
+from sqlalchemy import ClauseElement, Dialect, event, text
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -22,11 +24,15 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.cache_key import CacheKey
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import LRUCache
 
 from backoffice.core import embedded
 from backoffice.core.config import Settings
 from backoffice.core.errors import (
     CommitOutcomeUnknownError,
+    DatabaseUnavailableError,
     DatabaseUnreachableError,
     DomainError,
     database_unavailable,
@@ -44,6 +50,9 @@ _ROLE_CHECK_TIMEOUT_S = 10
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 log = structlog.get_logger(__name__)
+
+# An asyncpg connection: one of a pool (a proxy), or one of its own.
+type Driver = asyncpg.Connection | PoolConnectionProxy
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -224,6 +233,14 @@ async def check_app_role(
     return problems
 
 
+def _server_settings(settings: Settings) -> dict[str, str]:
+    return {
+        "application_name": settings.project_name,
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+        "timezone": "UTC",
+    }
+
+
 def _create_engine(
     url: str,
     settings: Settings,
@@ -244,11 +261,7 @@ def _create_engine(
         connect_args={
             "timeout": connect_timeout_s,
             "command_timeout": command_timeout_s,
-            "server_settings": {
-                "application_name": settings.project_name,
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-                "timezone": "UTC",
-            },
+            "server_settings": _server_settings(settings),
         },
         **pool,
     )
@@ -294,9 +307,13 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     read_sessions: async_sessionmaker[AsyncSession]
+    # Driver connections for the hot read routes (get_read_connection): ReadPool's, or in
+    # tests the test transaction's own.
+    read_connections: Callable[[], AbstractAsyncContextManager[Driver]]
     # /health/ready's own single connection: a pool busy with requests must not make the node
     # look dead, and a dead database must not make the probe wait for the pool's time-out.
     probe: AsyncEngine | None = None
+    read_pool: "ReadPool | None" = None
 
     @classmethod
     def connect(
@@ -330,6 +347,7 @@ class Database:
         )
         # Reads run one statement each: autocommit spares the BEGIN and COMMIT round trips.
         read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        read_pool = ReadPool(url, settings)
         return cls(
             engine=engine,
             sessions=async_sessionmaker(
@@ -338,7 +356,9 @@ class Database:
             read_sessions=async_sessionmaker(
                 read_engine, expire_on_commit=False, sync_session_class=session_class
             ),
+            read_connections=read_pool.connection,
             probe=probe,
+            read_pool=read_pool,
         )
 
     async def ping(self) -> None:
@@ -350,6 +370,8 @@ class Database:
         await self.engine.dispose()
         if self.probe is not None:
             await self.probe.dispose()
+        if self.read_pool is not None:
+            await self.read_pool.close()
 
 
 def database_of(request: Request) -> Database:
@@ -391,10 +413,171 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledQuery:
+    """A Core statement compiled once, to asyncpg's SQL (`$1, $2...`), with the names of its
+    parameters in the order the driver takes them."""
+
+    sql: str
+    parameters: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> "CompiledQuery":
+        compiled = statement.compile(dialect=_DIALECT)
+        assert isinstance(compiled, SQLCompiler)  # noqa: S101  # a statement's compiler
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def arguments(self, values: dict[str, Any]) -> list[Any]:
+        return [values[name] for name in self.parameters]
+
+
+class ReadPool:
+    """asyncpg's own pool, for the hot read routes only (ReadConnection says why): checking a
+    connection out of SQLAlchemy's pool and back in costs more than the query. Its connections
+    are set up like the engine's (time-outs, server settings), opened on demand, and reset
+    for nothing on release: the routes that use them run single read statements outside any
+    transaction, so there is no session state to undo."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        statement_timeout_s = settings.db_statement_timeout_ms / 1000
+        self._acquire_timeout_s = settings.db_pool_timeout_ms / 1000
+        self._pool = asyncpg.create_pool(
+            libpq_url(url),
+            min_size=0,
+            max_size=settings.db_read_pool_size,
+            timeout=settings.db_connect_timeout_ms / 1000,
+            command_timeout=statement_timeout_s + 1 if statement_timeout_s else None,
+            server_settings=_server_settings(settings),
+            reset=_keep_as_is,
+        )
+        self._started = False
+
+    async def _started_pool(self) -> asyncpg.Pool:
+        if not self._started:  # min_size=0: opens no connection, so it cannot fail
+            await self._pool
+            self._started = True
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Driver]:
+        """A connection; a failure to get one raises what the error mapper answers as 503
+        (DatabaseUnreachableError, or the time-out), and one that failed is not reused."""
+        pool = await self._started_pool()
+        try:
+            connection = await pool.acquire(timeout=self._acquire_timeout_s)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnreachableError(type(exc).__name__) from exc
+        try:
+            yield connection
+        except BaseException as exc:
+            if _lost(exc):
+                connection.terminate()  # at once: a frozen server would make a close wait
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def close(self) -> None:
+        if self._started:
+            self._pool.terminate()  # every request is done by now (the server drained them)
+
+
+async def _keep_as_is(_connection: asyncpg.Connection) -> None:
+    """The read pool's reset: nothing to undo (ReadPool)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadConnection:
+    """The connection of a hot read route: the asyncpg connection itself.
+
+    Why not a session: for a read of one row, the ORM session (its creation, its transaction
+    bookkeeping, its close), Core's per-statement execution (cache key, execution context,
+    result processing) and a checkout from SQLAlchemy's pool each cost more than the query.
+    Repositories run statements they compiled once (CompiledQuery) and get asyncpg Records."""
+
+    driver: Driver
+
+    async def fetch_one(
+        self, query: CompiledQuery, values: dict[str, Any]
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self.driver.fetchrow(query.sql, *query.arguments(values))
+        return row
+
+    async def fetch(self, query: CompiledQuery, values: dict[str, Any]) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.driver.fetch(query.sql, *query.arguments(values))
+        return rows
+
+    async def fetch_statement(self, statement: ClauseElement) -> list[asyncpg.Record]:
+        """The rows of a statement built per request (a filtered, sorted page): compiled once
+        per shape (compiled_statement), run with this request's values."""
+        sql, arguments = compiled_statement(statement)
+        rows: list[asyncpg.Record] = await self.driver.fetch(sql, *arguments)
+        return rows
+
+
+# Compiled statements by their shape (SQLAlchemy's cache key, which leaves the values out):
+# a list's shapes are few (its sorts times the filters given), however many requests come.
+_compiled_statements: LRUCache[Any, SQLCompiler] = LRUCache(500)
+
+
+def _compiler(statement: ClauseElement, key: CacheKey | None) -> SQLCompiler:
+    if key is None:  # a construct SQLAlchemy cannot cache: compiled every time
+        compiler: SQLCompiler = _DIALECT.statement_compiler(_DIALECT, statement)
+        return compiler
+    cached = _compiled_statements.get(key.key)
+    if cached is None:
+        cached = _DIALECT.statement_compiler(_DIALECT, statement, cache_key=key)
+        _compiled_statements[key.key] = cached
+    return cached
+
+
+def compiled_statement(statement: ClauseElement) -> tuple[str, list[Any]]:
+    """`statement` as asyncpg's SQL and its arguments: what Core's execution does, without
+    its per-statement bookkeeping. The cache key is SQLAlchemy's own (the one its compiled
+    cache uses); `construct_params` takes this statement's values in place of those the
+    cached compilation was made with, and the expanded state renders `IN` lists."""
+    key = statement._generate_cache_key()  # SQLAlchemy's caching contract
+    compiled = _compiler(statement, key)
+    parameters = compiled.construct_params(
+        extracted_parameters=key.bindparams if key is not None else None
+    )
+    expanded = compiled.construct_expanded_state(parameters)
+    processors = expanded.processors
+    arguments = [
+        processors[name](expanded.parameters[name])
+        if name in processors
+        else expanded.parameters[name]
+        for name in expanded.positiontup or ()
+    ]
+    return expanded.statement, arguments
+
+
+def _lost(exc: BaseException) -> bool:
+    """A failure that leaves a driver connection unusable or in an unknown state."""
+    return database_unavailable(exc) or isinstance(
+        exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+    )
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[ReadConnection]:
+    """A connection for the hot read routes, released when the route returns. A time-out or a
+    lost connection is answered as the database being unavailable (503)."""
+    async with database_of(request).read_connections() as driver:
+        try:
+            yield ReadConnection(driver)
+        except Exception as exc:
+            if _lost(exc) and not database_unavailable(exc):
+                raise DatabaseUnavailableError from exc
+            raise
+
+
 # scope="function": the commit happens before the response is sent, so a failed commit
 # becomes an error response instead of a success the database never saw.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+ReadConnectionDep = Annotated[ReadConnection, Depends(get_read_connection, scope="function")]
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -391,7 +392,9 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return await _domain_error(request, DatabaseUnavailableError())
 
 
-async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+async def _database_error(
+    request: Request, exc: DBAPIError | asyncpg.PostgresError
+) -> JSONResponse:
     """A lost or unreachable database is a 503 (above). Otherwise this is the last line of
     defence for values the database cannot hold: whatever route let one through, the client
     gets a 422 problem, not a 500. Any other database error is a 500."""
@@ -420,6 +423,8 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # see above
     app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]  # see above
+    # The driver's own, from the hot read routes (core.database.ReadConnection).
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)  # type: ignore[arg-type]  # see above
     for unavailable in _UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled_error)

@@ -12,13 +12,13 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -194,7 +194,13 @@ def apply_keyset[S: Select[Any]](
     return statement.order_by(*ordering).limit(limit + 1)
 
 
-def next_cursor(rows: Sequence[Mapping[str, Any]], order: KeysetOrder, limit: int) -> str | None:
+class KeyedRow(Protocol):
+    """A row whose values are read by column name: SQLAlchemy's RowMapping, asyncpg's Record."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def next_cursor(rows: Sequence[KeyedRow], order: KeysetOrder, limit: int) -> str | None:
     """The cursor after the page's last row, if the query found a row past the page."""
     if len(rows) <= limit:
         return None

@@ -7,12 +7,14 @@ the request's session dependency owns the transaction.
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import asyncpg
 from sqlalchemy import RowMapping, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import SQLModel
 
+from backoffice.core.database import CompiledQuery, ReadConnection
 from backoffice.core.errors import (
     ConflictError,
     DomainError,
@@ -57,18 +59,30 @@ class BaseRepository[M: SQLModel]:
     # Constraint name -> the error a client should see when it is violated.
     constraint_errors: ClassVar[Mapping[str, DomainError]] = {}
     _row_by_id: ClassVar[Select[Any]]
+    _row_by_id_query: ClassVar[CompiledQuery]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         table = cls.model.__table__
         # Built once per repository; SQLAlchemy then reuses the compiled form on every call.
         cls._row_by_id = select(*table.c).where(table.c.id == bindparam("entity_id"))
+        cls._row_by_id_query = CompiledQuery.of(cls._row_by_id)
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def not_found(self, entity_id: int) -> NotFoundError:
-        return NotFoundError(f"{self.model.__name__} {entity_id} does not exist.")
+    @classmethod
+    def not_found(cls, entity_id: int) -> NotFoundError:
+        return NotFoundError(f"{cls.model.__name__} {entity_id} does not exist.")
+
+    @classmethod
+    async def read_row(cls, reader: ReadConnection, entity_id: int) -> asyncpg.Record:
+        """`get_row` for the hot read routes: the same row, by the statement compiled once,
+        on the driver connection (ReadConnection says why)."""
+        row = await reader.fetch_one(cls._row_by_id_query, {"entity_id": entity_id})
+        if row is None:
+            raise cls.not_found(entity_id)
+        return row
 
     async def get(self, entity_id: int) -> M:
         """The entity, to change or delete it; a 404 problem naming it when it is missing."""
@@ -106,9 +120,10 @@ class BaseRepository[M: SQLModel]:
         await self.session.delete(entity)
         await self.flush()
 
-    def get_rows_statement(self) -> Select[Any]:
+    @classmethod
+    def get_rows_statement(cls) -> Select[Any]:
         """`SELECT <every column>` for read-only lists, answered as plain rows."""
-        return select(*self.model.__table__.c)
+        return select(*cls.model.__table__.c)
 
     async def paginate(
         self, statement: Select[Any], order: KeysetOrder, cursor: str | None, limit: int
@@ -116,6 +131,18 @@ class BaseRepository[M: SQLModel]:
         """One keyset page of `statement` (a `get_rows_statement()` with filters) as rows."""
         result = await self.session.execute(apply_keyset(statement, order, cursor, limit))
         rows = list(result.mappings().all())
+        return rows[:limit], next_cursor(rows, order, limit)
+
+    @staticmethod
+    async def read_page(
+        reader: ReadConnection,
+        statement: Select[Any],
+        order: KeysetOrder,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[asyncpg.Record], str | None]:
+        """`paginate` for the hot read routes, on the driver connection (ReadConnection)."""
+        rows = await reader.fetch_statement(apply_keyset(statement, order, cursor, limit))
         return rows[:limit], next_cursor(rows, order, limit)
 
     async def flush(self) -> None:

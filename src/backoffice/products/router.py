@@ -6,7 +6,7 @@ from backoffice.auth.dependencies import PermissionChecker
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
 from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
-from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.database import ReadConnectionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
     NotFoundError,
@@ -35,10 +35,10 @@ ProductsDelete = Annotated[Principal, Depends(PermissionChecker(Module.PRODUCTS,
 
 @router.get("", response_model=Page[ProductRead], responses=problem_responses(InvalidCursorError))
 async def list_products(
-    _: ProductsRead, session: ReadSessionDep, query: Annotated[ProductListQuery, Query()]
+    _: ProductsRead, reader: ReadConnectionDep, query: Annotated[ProductListQuery, Query()]
 ) -> Response:
     """Products, newest first unless `sort` says otherwise, one keyset page at a time."""
-    page = await service.list_products(session, query)
+    page = await service.list_products(reader, query)
     return page.to_response()
 
 
@@ -65,10 +65,10 @@ async def create_product(
 async def get_product(
     product_id: ProductId,
     _: ProductsRead,
-    session: ReadSessionDep,
+    reader: ReadConnectionDep,
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
-    product = await service.get_product(session, product_id)
+    product = await service.read_product(reader, product_id)
     return versioned_response(product, if_none_match=if_none_match)
 
 

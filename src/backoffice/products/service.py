@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.core.conditional import check_if_match
+from backoffice.core.database import ReadConnection
 from backoffice.core.errors import ConflictError
 from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
@@ -46,14 +47,19 @@ async def get_product(session: AsyncSession, product_id: int) -> ProductRead:
     return ProductRead.model_validate(row)
 
 
-async def list_products(session: AsyncSession, query: ProductListQuery) -> Page[ProductRead]:
-    repository = ProductRepository(session)
-    statement: Select[Any] = repository.get_rows_statement().where(*_filters(query))
-    rows, cursor = await repository.paginate(
-        statement, SORT_ORDERS[query.sort], query.cursor, query.limit
+async def read_product(reader: ReadConnection, product_id: int) -> ProductRead:
+    """The product for GET: the hot path, on the read connection."""
+    row = await ProductRepository.read_row(reader, product_id)
+    return ProductRead.model_validate(dict(row))
+
+
+async def list_products(reader: ReadConnection, query: ProductListQuery) -> Page[ProductRead]:
+    statement: Select[Any] = ProductRepository.get_rows_statement().where(*_filters(query))
+    rows, cursor = await ProductRepository.read_page(
+        reader, statement, SORT_ORDERS[query.sort], query.cursor, query.limit
     )
     return Page[ProductRead](
-        items=[ProductRead.model_validate(row) for row in rows], next_cursor=cursor
+        items=[ProductRead.model_validate(dict(row)) for row in rows], next_cursor=cursor
     )
 
 

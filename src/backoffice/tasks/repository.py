@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar
 
+import asyncpg
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlmodel import SQLModel, col
 
 from backoffice.auth.models import User
+from backoffice.core.database import ReadConnection
 from backoffice.core.errors import DomainError, FieldError, InvalidInputError
 from backoffice.core.pagination import KeysetOrder
 from backoffice.core.repository import BaseRepository
@@ -83,7 +85,7 @@ def _read_statement(joined: frozenset[str]) -> Select[Any]:
     return statement
 
 
-def summary_of(row: RowMapping, field: str) -> dict[str, Any] | None:
+def summary_of(row: Mapping[str, Any], field: str) -> dict[str, Any] | None:
     """The summary of the reference `field` in a row of a read joined with it."""
     if row[field] is None:
         return None
@@ -116,19 +118,23 @@ class TaskRepository(BaseRepository[Task]):
             raise self.not_found(task_id)
         return row
 
-    async def read_page(
-        self,
+    @classmethod
+    async def read_tasks_page(
+        cls,
+        reader: ReadConnection,
         joined: frozenset[str],
         conditions: list[ColumnElement[bool]],
         order: KeysetOrder,
+        *,
         cursor: str | None,
         limit: int,
-    ) -> tuple[list[RowMapping], str | None]:
-        """One keyset page of the tasks matching `conditions`, read as `read` reads one."""
+    ) -> tuple[list[asyncpg.Record], str | None]:
+        """One keyset page of the tasks matching `conditions`, read as `read` reads one, on
+        the hot read path (core.database.ReadConnection)."""
         statement = _read_statement(joined).where(*conditions)
         if isinstance(order.key, Label):  # a computed sort key must be selected to be read back
             statement = statement.add_columns(order.key)
-        return await self.paginate(statement, order, cursor, limit)
+        return await cls.read_page(reader, statement, order, cursor, limit)
 
     async def reference_states(self, wanted: Mapping[str, int]) -> dict[str, bool | None]:
         """For each reference field -> id: None when no such row exists, else whether it may
@@ -143,10 +149,11 @@ class TaskRepository(BaseRepository[Task]):
         found = (await self.session.execute(select(*probes))).mappings().one()
         return {field: found[field] for field in wanted}
 
-    async def customer_exists(self, customer_id: int) -> bool:
+    @staticmethod
+    async def customer_exists(reader: ReadConnection, customer_id: int) -> bool:
         customers = REFERENCES["customer_id"]
         statement = select(literal(True)).where(customers.column("id") == customer_id)
-        return bool(await self.session.scalar(statement))
+        return bool(await reader.fetch_statement(statement))
 
     async def count_open_for_customer(self, customer_id: int) -> int:
         statement = select(func.count()).where(

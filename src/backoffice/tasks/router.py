@@ -6,7 +6,7 @@ from backoffice.auth.dependencies import PermissionChecker
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
 from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
-from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.database import ReadConnectionDep, ReadSessionDep, SessionDep
 from backoffice.core.errors import (
     InvalidInputError,
     NotFoundError,
@@ -39,14 +39,14 @@ TasksDelete = Annotated[Principal, Depends(PermissionChecker(Module.TASKS, Actio
 
 @router.get("", response_model=Page[TaskRead], responses=problem_responses(InvalidCursorError))
 async def list_tasks(
-    caller: TasksRead, session: ReadSessionDep, query: Annotated[TaskListQuery, Query()]
+    caller: TasksRead, reader: ReadConnectionDep, query: Annotated[TaskListQuery, Query()]
 ) -> Response:
     """Tasks with their assignee, customer and product, newest first unless `sort` says
     otherwise, one keyset page at a time. `status` and `priority` may repeat. The assignee,
     customer and product summaries are shown to callers who may read those modules; others
     get null and the id."""
     visible = service.visible_modules(caller)
-    page = await service.list_tasks(session, query, caller.id, visible, query.customer_id)
+    page = await service.list_tasks(reader, query, caller.id, visible, query.customer_id)
     return page.to_response()
 
 
@@ -58,13 +58,13 @@ async def list_tasks(
 async def list_customer_tasks(
     customer_id: CustomerId,
     caller: TasksRead,
-    session: ReadSessionDep,
+    reader: ReadConnectionDep,
     query: Annotated[TaskFilters, Query()],
 ) -> Response:
     """The customer's tasks, with the same filters and sorts as `GET /tasks`. A missing
     customer is a 404 for callers who may read customers, an empty page for others."""
     page = await service.list_customer_tasks(
-        session, customer_id, query, caller.id, service.visible_modules(caller)
+        reader, customer_id, query, caller.id, service.visible_modules(caller)
     )
     return page.to_response()
 

@@ -11,13 +11,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, RowMapping, and_, inspect, not_
+from sqlalchemy import ColumnElement, and_, inspect, not_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
 from backoffice.core.conditional import check_if_match
+from backoffice.core.database import ReadConnection
 from backoffice.core.errors import ConflictError, FieldError, InvalidInputError, NotFoundError
 from backoffice.core.pagination import KeysetOrder, Page, keyset_orders
 from backoffice.core.repository import contains_pattern
@@ -88,7 +89,7 @@ def _joined(visible: frozenset[Module]) -> frozenset[str]:
     return frozenset(field for field, guard in _GUARDS.items() if guard.module in visible)
 
 
-def task_read(row: RowMapping, visible: frozenset[Module]) -> TaskRead:
+def task_read(row: Mapping[str, Any], visible: frozenset[Module]) -> TaskRead:
     joined = _joined(visible)
     summaries = {
         field.removesuffix("_id"): summary_of(row, field) if field in joined else None
@@ -128,7 +129,7 @@ def _filters(
 
 
 async def _read(session: AsyncSession, task_id: int, visible: frozenset[Module]) -> TaskRead:
-    return task_read(await TaskRepository(session).read(task_id, _joined(visible)), visible)
+    return task_read(dict(await TaskRepository(session).read(task_id, _joined(visible))), visible)
 
 
 def _reference_error(
@@ -173,26 +174,27 @@ async def get_task(session: AsyncSession, task_id: int, visible: frozenset[Modul
 
 
 async def list_tasks(
-    session: AsyncSession,
+    reader: ReadConnection,
     query: TaskFilters,
     caller_id: int,
     visible: frozenset[Module],
     customer_id: int | None,
 ) -> Page[TaskRead]:
     today = datetime.now(UTC).date()
-    rows, cursor = await TaskRepository(session).read_page(
+    rows, cursor = await TaskRepository.read_tasks_page(
+        reader,
         _joined(visible),
         _filters(query, caller_id, today, customer_id),
         SORT_ORDERS[query.sort],
-        query.cursor,
-        query.limit,
+        cursor=query.cursor,
+        limit=query.limit,
     )
-    items = [task_read(row, visible) for row in rows]
+    items = [task_read(dict(row), visible) for row in rows]
     return Page[TaskRead](items=items, next_cursor=cursor)
 
 
 async def list_customer_tasks(
-    session: AsyncSession,
+    reader: ReadConnection,
     customer_id: int,
     query: TaskFilters,
     caller_id: int,
@@ -200,11 +202,11 @@ async def list_customer_tasks(
 ) -> Page[TaskRead]:
     # Only a caller who may read customers learns that one does not exist; to anyone else a
     # missing customer has no tasks, as `GET /tasks?customer_id=` already answers.
-    if Module.CUSTOMERS in visible and not await TaskRepository(session).customer_exists(
-        customer_id
+    if Module.CUSTOMERS in visible and not await TaskRepository.customer_exists(
+        reader, customer_id
     ):
         raise NotFoundError(f"{REFERENCES['customer_id'].entity} {customer_id} does not exist.")
-    return await list_tasks(session, query, caller_id, visible, customer_id)
+    return await list_tasks(reader, query, caller_id, visible, customer_id)
 
 
 async def create_task(
