@@ -31,7 +31,7 @@ import httpx
 from backoffice.core import embedded
 from backoffice.core.config import PROJECT_ROOT, Settings
 
-from .servers import HOST, free_port
+from .servers import HOST, free_port, stop_process_group
 
 COMMAND = ("uv", "run", "task", "run")
 READY_PATH = "/health/ready"
@@ -62,16 +62,8 @@ def start_env(port: int) -> dict[str, str]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C: SIGINT to the whole group (uv, task, the app); SIGKILL if it lingers."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    """Ctrl-C, as a developer stops it: SIGINT to the whole group (uv, task, the app)."""
+    stop_process_group(process, signal.SIGINT, STOP_TIMEOUT_S)
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
