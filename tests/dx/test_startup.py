@@ -1,13 +1,18 @@
-"""What `python -m backoffice run` does once on its way to serving: it starts (or joins) the
-embedded PostgreSQL and migrates it once, not once per step (the start-up time,
-scripts/bench/startup.py, is the bench's business, not a test's)."""
+"""What a start does, once, on its way to serving: `python -m backoffice run` starts (or joins)
+the embedded PostgreSQL and migrates it once, not once per step, and a migration check with
+nothing pending takes no lock (the start-up time, scripts/bench/startup.py, is the bench's
+business, not a test's)."""
 
+import asyncio
 import os
 import signal
 from pathlib import Path
 
+import asyncpg
 import httpx
 
+from backoffice.core.database import libpq_url
+from backoffice.core.migrations import _ADVISORY_LOCK_ID, apply_migrations
 from tests.live_server import free_port, server_environment, server_process, wait_until_ready
 
 STOP_TIMEOUT_S = 60.0
@@ -35,3 +40,17 @@ async def test_run_starts_and_migrates_the_embedded_database_once(tmp_path: Path
     assert output.count("migrations applied:") == 1, output
     assert "bootstrap: created" in output, output
     assert "database.embedded_stopped" in output, output
+
+
+async def test_a_start_with_nothing_pending_neither_waits_for_the_migration_lock(
+    database_url: str, migrations_dir: Path
+) -> None:
+    """Another process holding the lock (migrating, or stuck) does not hold up a start that has
+    nothing to apply: the check reads the revisions table only."""
+    holder = await asyncpg.connect(libpq_url(database_url))
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_ID)
+        async with asyncio.timeout(10):
+            assert await apply_migrations(database_url, migrations_dir) == []
+    finally:
+        await holder.close()
