@@ -58,8 +58,9 @@ async def list_products(reader: ReadConnection, query: ProductListQuery) -> Page
     rows, cursor = await ProductRepository.read_page(
         reader, statement, SORT_ORDERS[query.sort], query.cursor, query.limit
     )
-    return Page[ProductRead](
-        items=[ProductRead.model_validate(dict(row)) for row in rows], next_cursor=cursor
+    # Validated in one pass, the page and its items together.
+    return Page[ProductRead].model_validate(
+        {"items": [dict(row) for row in rows], "next_cursor": cursor}
     )
 
 

@@ -85,12 +85,19 @@ def _read_statement(joined: frozenset[str]) -> Select[Any]:
     return statement
 
 
+# Reference field -> (summary field, its column's label in a joined read): computed once, as
+# a page reads them for every row.
+_SUMMARY_LABELS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    field: tuple((name, _label(field, name)) for name in reference.summary)
+    for field, reference in REFERENCES.items()
+}
+
+
 def summary_of(row: Mapping[str, Any], field: str) -> dict[str, Any] | None:
     """The summary of the reference `field` in a row of a read joined with it."""
     if row[field] is None:
         return None
-    names = REFERENCES[field].summary
-    return {"id": row[field]} | {name: row[_label(field, name)] for name in names}
+    return {"id": row[field]} | {name: row[label] for name, label in _SUMMARY_LABELS[field]}
 
 
 def _gone(field: str, entity: str) -> InvalidInputError:

@@ -22,7 +22,7 @@ from backoffice.core.database import ReadConnection
 from backoffice.core.errors import ConflictError, FieldError, InvalidInputError, NotFoundError
 from backoffice.core.pagination import KeysetOrder, Page, keyset_orders
 from backoffice.core.repository import contains_pattern
-from backoffice.tasks.models import Task, due_date_or
+from backoffice.tasks.models import Task, TaskStatus, due_date_or
 from backoffice.tasks.repository import REFERENCES, TaskRepository, summary_of
 from backoffice.tasks.rules import (
     OPEN_STATUSES,
@@ -89,14 +89,22 @@ def _joined(visible: frozenset[Module]) -> frozenset[str]:
     return frozenset(field for field, guard in _GUARDS.items() if guard.module in visible)
 
 
-def task_read(row: Mapping[str, Any], visible: frozenset[Module]) -> TaskRead:
-    joined = _joined(visible)
-    summaries = {
-        field.removesuffix("_id"): summary_of(row, field) if field in joined else None
-        for field in _GUARDS
-    }
-    allowed = sorted(TRANSITIONS[row["status"]], key=list(TRANSITIONS).index)
-    return TaskRead.model_validate({**row, "allowed_transitions": allowed, **summaries})
+# Status -> the statuses a task may move to next, in TRANSITIONS' order.
+_ALLOWED: Mapping[TaskStatus, tuple[TaskStatus, ...]] = {
+    status: tuple(sorted(targets, key=list(TRANSITIONS).index))
+    for status, targets in TRANSITIONS.items()
+}
+# Reference field -> the TaskRead field of its summary.
+_SUMMARY_FIELDS: Mapping[str, str] = {field: field.removesuffix("_id") for field in _GUARDS}
+
+
+def task_fields(row: Mapping[str, Any], joined: frozenset[str]) -> dict[str, Any]:
+    """A task row as the fields of its TaskRead, with the summaries of the `joined`
+    references (validated by the caller: one task, or a whole page in one pass)."""
+    fields = {**row, "allowed_transitions": _ALLOWED[row["status"]]}
+    for field, summary in _SUMMARY_FIELDS.items():
+        fields[summary] = summary_of(row, field) if field in joined else None
+    return fields
 
 
 def _filters(
@@ -129,7 +137,9 @@ def _filters(
 
 
 async def _read(session: AsyncSession, task_id: int, visible: frozenset[Module]) -> TaskRead:
-    return task_read(dict(await TaskRepository(session).read(task_id, _joined(visible))), visible)
+    joined = _joined(visible)
+    row = await TaskRepository(session).read(task_id, joined)
+    return TaskRead.model_validate(task_fields(dict(row), joined))
 
 
 def _reference_error(
@@ -181,16 +191,17 @@ async def list_tasks(
     customer_id: int | None,
 ) -> Page[TaskRead]:
     today = datetime.now(UTC).date()
+    joined = _joined(visible)
     rows, cursor = await TaskRepository.read_tasks_page(
         reader,
-        _joined(visible),
+        joined,
         _filters(query, caller_id, today, customer_id),
         SORT_ORDERS[query.sort],
         cursor=query.cursor,
         limit=query.limit,
     )
-    items = [task_read(dict(row), visible) for row in rows]
-    return Page[TaskRead](items=items, next_cursor=cursor)
+    items = [task_fields(dict(row), joined) for row in rows]
+    return Page[TaskRead].model_validate({"items": items, "next_cursor": cursor})
 
 
 async def list_customer_tasks(
