@@ -112,10 +112,6 @@ class CountingDriver:
         self._counter.record(query, args)
         return await self._driver.fetch(query, *args)
 
-    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
-        self._counter.record(query, args)
-        return await self._driver.fetchrow(query, *args)
-
 
 class StatementCounter:
     """A `before_cursor_execute` listener keeping the SQL of each statement, savepoint

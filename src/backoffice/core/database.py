@@ -490,31 +490,42 @@ async def _keep_as_is(_connection: asyncpg.Connection) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ReadConnection:
-    """The connection of a hot read route: the asyncpg connection itself.
+    """How a hot read route reads: each statement on a driver (asyncpg) connection of the
+    read pool, held for that statement only, so that a request waiting for its turn on the
+    event loop holds no connection.
 
     Why not a session: for a read of one row, the ORM session (its creation, its transaction
     bookkeeping, its close), Core's per-statement execution (cache key, execution context,
     result processing) and a checkout from SQLAlchemy's pool each cost more than the query.
-    Repositories run statements they compiled once (CompiledQuery) and get asyncpg Records."""
+    Repositories run statements compiled once (CompiledQuery, compiled_statement) and get
+    asyncpg Records. A time-out or a lost connection is answered as the database being
+    unavailable (503)."""
 
-    driver: Driver
+    connections: Callable[[], AbstractAsyncContextManager[Driver]]
+
+    async def _fetch(self, sql: str, arguments: Sequence[Any]) -> list[asyncpg.Record]:
+        try:
+            async with self.connections() as driver:
+                rows: list[asyncpg.Record] = await driver.fetch(sql, *arguments)
+                return rows
+        except Exception as exc:
+            if _lost(exc) and not database_unavailable(exc):
+                raise DatabaseUnavailableError from exc
+            raise
 
     async def fetch_one(
         self, query: CompiledQuery, values: dict[str, Any]
     ) -> asyncpg.Record | None:
-        row: asyncpg.Record | None = await self.driver.fetchrow(query.sql, *query.arguments(values))
-        return row
+        rows = await self._fetch(query.sql, query.arguments(values))
+        return rows[0] if rows else None
 
     async def fetch(self, query: CompiledQuery, values: dict[str, Any]) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self.driver.fetch(query.sql, *query.arguments(values))
-        return rows
+        return await self._fetch(query.sql, query.arguments(values))
 
     async def fetch_statement(self, statement: ClauseElement) -> list[asyncpg.Record]:
         """The rows of a statement built per request (a filtered, sorted page): compiled once
         per shape (compiled_statement), run with this request's values."""
-        sql, arguments = compiled_statement(statement)
-        rows: list[asyncpg.Record] = await self.driver.fetch(sql, *arguments)
-        return rows
+        return await self._fetch(*compiled_statement(statement))
 
 
 # Compiled statements by their shape (SQLAlchemy's cache key, which leaves the values out):
@@ -561,23 +572,15 @@ def _lost(exc: BaseException) -> bool:
     )
 
 
-async def get_read_connection(request: Request) -> AsyncIterator[ReadConnection]:
-    """A connection for the hot read routes, released when the route returns. A time-out or a
-    lost connection is answered as the database being unavailable (503)."""
-    async with database_of(request).read_connections() as driver:
-        try:
-            yield ReadConnection(driver)
-        except Exception as exc:
-            if _lost(exc) and not database_unavailable(exc):
-                raise DatabaseUnavailableError from exc
-            raise
+async def get_read_connection(request: Request) -> ReadConnection:
+    return ReadConnection(database_of(request).read_connections)
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit
 # becomes an error response instead of a success the database never saw.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
-ReadConnectionDep = Annotated[ReadConnection, Depends(get_read_connection, scope="function")]
+ReadConnectionDep = Annotated[ReadConnection, Depends(get_read_connection)]
 
 
 @asynccontextmanager
