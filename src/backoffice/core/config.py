@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 10
     # Connections of the hot read routes' own pool (asyncpg's, per worker), besides the
     # engine's DB_POOL_SIZE + DB_MAX_OVERFLOW (docs/PERFORMANCE.md says why).
-    db_read_pool_size: Annotated[int, Field(ge=1, le=200)] = 5
+    db_read_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
     # Outage bounds (README, "When the database fails"): how long a request waits for a new
     # connection, then for a free one from the pool, before it is answered 503.

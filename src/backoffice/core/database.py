@@ -454,11 +454,16 @@ class ReadPool:
             reset=_keep_as_is,
         )
         self._started = False
+        self._starting = asyncio.Lock()
 
     async def _started_pool(self) -> asyncpg.Pool:
-        if not self._started:  # min_size=0: opens no connection, so it cannot fail
-            await self._pool
-            self._started = True
+        if self._started:
+            return self._pool
+        # Once, whatever the burst of first requests: asyncpg refuses a pool awaited twice.
+        async with self._starting:
+            if not self._started:
+                await self._pool  # min_size=0: opens no connection, so it cannot fail
+                self._started = True
         return self._pool
 
     @asynccontextmanager
