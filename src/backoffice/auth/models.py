@@ -210,14 +210,22 @@ $$"""
 event.listen(metadata, "before_create", _ANNOUNCE_FUNCTION)
 
 _ANNOUNCE = "EXECUTE FUNCTION announce_principal_change()"
-_USER_FIELDS = ("email", "full_name", "is_active", "is_superuser", "token_version", "id")
+# The columns of a user that the principal query reads.
+PRINCIPAL_USER_FIELDS = (
+    "email",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "token_version",
+    "id",
+)
 _USER_FIELD_CHANGED = " OR ".join(
-    f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in _USER_FIELDS
+    f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in PRINCIPAL_USER_FIELDS
 )
 _PRINCIPAL_TRIGGERS: dict[str, list[str]] = {
     "users": [
-        f"users_principal_changed AFTER UPDATE OF {', '.join(_USER_FIELDS)} ON users FOR EACH ROW "
-        f"WHEN ({_USER_FIELD_CHANGED})",
+        f"users_principal_changed AFTER UPDATE OF {', '.join(PRINCIPAL_USER_FIELDS)} ON users "
+        f"FOR EACH ROW WHEN ({_USER_FIELD_CHANGED})",
         "users_principal_deleted AFTER DELETE ON users FOR EACH ROW",
         "users_principal_truncated AFTER TRUNCATE ON users FOR EACH STATEMENT",
     ],

@@ -35,11 +35,12 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.attributes import get_history
 
 from backoffice.auth.models import (
     PRINCIPAL_CHANNEL,
+    PRINCIPAL_USER_FIELDS,
     RefreshToken,
     Role,
     RoleGrant,
@@ -167,8 +168,6 @@ _AUTH_TABLES: Final = frozenset(
 _INSERTS_CHANGE_NOTHING: Final = frozenset(
     model.__tablename__ for model in (User, Role, RefreshToken)
 )
-_USER_PRINCIPAL_FIELDS: Final = ("id", "email", "full_name", "is_active", "is_superuser")
-_USER_TOKEN_FIELDS: Final = ("token_version",)
 
 
 def attach(sessions: async_sessionmaker[AsyncSession], cache: PrincipalCache) -> None:
@@ -180,9 +179,9 @@ def attach(sessions: async_sessionmaker[AsyncSession], cache: PrincipalCache) ->
 def _object_changes_principals(obj: object, *, new: bool, deleted: bool) -> bool:
     match obj:
         case User():
-            fields = (*_USER_PRINCIPAL_FIELDS, *_USER_TOKEN_FIELDS)
             return deleted or (
-                not new and any(get_history(obj, name).has_changes() for name in fields)
+                not new
+                and any(get_history(obj, name).has_changes() for name in PRINCIPAL_USER_FIELDS)
             )
         case Role():
             return deleted  # its grants and user links go with it (ON DELETE CASCADE)
@@ -234,7 +233,7 @@ def _after_commit(session: Session) -> None:
         cache.clear()
 
 
-def _after_rollback(session: Session) -> None:
+def _after_rollback(session: Session, _previous: SessionTransaction) -> None:
     session.info.pop(_PENDING_INFO_KEY, None)
 
 
@@ -243,7 +242,7 @@ def _after_rollback(session: Session) -> None:
 event.listen(Session, "do_orm_execute", _on_statement)
 event.listen(Session, "after_flush", _after_flush)
 event.listen(Session, "after_commit", _after_commit)
-event.listen(Session, "after_soft_rollback", lambda session, _previous: _after_rollback(session))
+event.listen(Session, "after_soft_rollback", _after_rollback)
 
 
 # --- every other worker's writes ---------------------------------------------------------
