@@ -1,13 +1,17 @@
 """The principal cache's own rules, on fake clocks: bounded, expiry checked on every hit,
 nothing served outside the listener's lease, and no stale fill after an emptying."""
 
+import asyncio
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backoffice.auth import principal_cache
@@ -21,6 +25,7 @@ from backoffice.auth.principal_cache import (
 from backoffice.auth.service import Principal
 from backoffice.auth.tokens import AccessClaims
 from backoffice.core.config import Settings
+from tests.live_server import free_port
 
 NOW = 1_000_000.0
 
@@ -174,3 +179,22 @@ def test_the_documented_bound_is_one_second() -> None:
     """SECURITY.md and the settings' descriptions promise it."""
     assert STALENESS_BOUND_S == 1.0
     assert principal_cache.PING_INTERVAL_S + principal_cache.PING_TIMEOUT_S < STALENESS_BOUND_S
+
+
+async def test_a_listener_that_cannot_connect_never_lets_the_cache_serve() -> None:
+    """Pointed at a closed port: the cache stops at once and stays stopped, the listener keeps
+    trying with its back-off, and the outage is one warning naming the error's class."""
+    real = PrincipalCache(10)
+    real.renew(math.inf)
+    real.put("t", principal(), time.time() + 60, real.generation)
+    listener = PrincipalListener(real, f"postgresql://nobody@127.0.0.1:{free_port()}/x", 0.5)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(listener.run())
+        await asyncio.sleep(1.0)  # several attempts
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    assert (real.serving, len(real)) == (False, 0)
+    warnings = [line for line in logs if line["event"] == "auth.principal_listener_lost"]
+    assert [line["error"] for line in warnings] in (["ConnectionRefusedError"], ["OSError"])

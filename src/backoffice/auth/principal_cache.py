@@ -275,12 +275,15 @@ class PrincipalListener:
     async def run(self) -> None:
         """Until cancelled."""
         backoff = _RECONNECT_FIRST_S
+        warned = False  # one warning per outage, not one per attempt
         while True:
             self._confirmed = False
             try:
                 await self._listen()
             except Exception as exc:  # noqa: BLE001  # any failure is a lost listener
-                log.warning("auth.principal_listener_lost", error=type(exc).__name__)
+                if self._confirmed or not warned:
+                    log.warning("auth.principal_listener_lost", error=type(exc).__name__)
+                warned = True
             if self._confirmed:  # it worked for a while: retry soon
                 backoff = _RECONNECT_FIRST_S
             self.cache.stop()
