@@ -96,9 +96,16 @@ async def workers(committed_client: AsyncClient, settings: Settings) -> AsyncIte
 
 
 async def warm(workers: Workers, app: FastAPI) -> AsyncClient:
+    """The member's client on `app`, its token in `app`'s cache. Retried: the announcements of
+    the fixture's own writes (the member, their role) may still be on their way, and empty the
+    cache when they arrive."""
     client = await workers.client(app, workers.member.access_token)
-    assert (await client.get(PROBE)).status_code == 200
-    assert workers.cache(app).get(workers.member.access_token) is not None
+
+    async def cached() -> bool:
+        assert (await client.get(PROBE)).status_code == 200
+        return workers.cache(app).get(workers.member.access_token) is not None
+
+    await until(cached, RECONNECT_WAIT_S, "warming the cache")
     return client
 
 
