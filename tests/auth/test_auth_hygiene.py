@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.auth.models import User
+from backoffice.auth.principal_cache import PrincipalCache
 from backoffice.auth.service import authenticate
 from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED, configure_logging
@@ -104,17 +105,22 @@ async def test_authentication_with_permissions_is_one_query(
     assert {str(p) for p in principal.permissions} >= {"products:read", "tasks:read"}
 
 
-async def test_an_authenticated_read_is_two_queries_in_all(
+async def test_an_authenticated_read_is_two_queries_cold_and_one_warm(
     app: FastAPI,
     client: AsyncClient,
     statements: list[str],
+    principal_cache: PrincipalCache,
 ) -> None:
     created = (
         await client.post("/api/v1/products", json={"sku": "Q-1", "name": "q", "price": "1.00"})
     ).json()
+    principal_cache.clear()
     statements.clear()
 
-    response = await client.get(f"/api/v1/products/{created['id']}")
-
-    assert response.status_code == 200
+    cold = await client.get(f"/api/v1/products/{created['id']}")
     assert len(statements) == 2, json.dumps(statements, indent=1)  # who you are; the product
+    statements.clear()
+    warm = await client.get(f"/api/v1/products/{created['id']}")
+
+    assert cold.status_code == warm.status_code == 200
+    assert len(statements) == 1, json.dumps(statements, indent=1)  # the product: a known token

@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     ARRAY,
+    DDL,
     Boolean,
     CheckConstraint,
     Column,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     Uuid,
+    event,
     func,
     text,
 )
@@ -23,6 +25,7 @@ from backoffice.auth.permissions import Action, Module
 from backoffice.core.models import (
     created_at_field,
     id_field,
+    metadata,
     optimistic_locking,
     updated_at_field,
     version_field,
@@ -188,3 +191,72 @@ class UserRevokedToken(SQLModel, table=True):
         sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
     )
     created_at: datetime = created_at_field()
+
+
+# --- announcing principal changes (auth/principal_cache.py) ------------------------------
+# The same function and triggers as migrations/20261202040000_principal_invalidation.sql,
+# which says why each exists (the migration test compares both schemas object by object).
+PRINCIPAL_CHANNEL = "backoffice_principals"
+
+_ANNOUNCE_FUNCTION = DDL(  # type: ignore[no-untyped-call]  # SQLAlchemy leaves DDL.__init__ unannotated
+    "CREATE OR REPLACE FUNCTION announce_principal_change() RETURNS trigger LANGUAGE plpgsql "
+    f"""AS $$
+BEGIN
+  PERFORM pg_notify('{PRINCIPAL_CHANNEL}', TG_TABLE_NAME);
+  RETURN NULL;
+END;
+$$"""
+)
+event.listen(metadata, "before_create", _ANNOUNCE_FUNCTION)
+
+_ANNOUNCE = "EXECUTE FUNCTION announce_principal_change()"
+# The columns of a user that the principal query reads.
+PRINCIPAL_USER_FIELDS = (
+    "email",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "token_version",
+    "id",
+)
+_USER_FIELD_CHANGED = " OR ".join(
+    f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in PRINCIPAL_USER_FIELDS
+)
+_PRINCIPAL_TRIGGERS: dict[str, list[str]] = {
+    "users": [
+        f"users_principal_changed AFTER UPDATE OF {', '.join(PRINCIPAL_USER_FIELDS)} ON users "
+        f"FOR EACH ROW WHEN ({_USER_FIELD_CHANGED})",
+        "users_principal_deleted AFTER DELETE ON users FOR EACH ROW",
+        "users_principal_truncated AFTER TRUNCATE ON users FOR EACH STATEMENT",
+    ],
+    "user_roles": [
+        "user_roles_principal_changed AFTER INSERT OR UPDATE OR DELETE ON user_roles FOR EACH ROW",
+        "user_roles_principal_truncated AFTER TRUNCATE ON user_roles FOR EACH STATEMENT",
+    ],
+    "role_grants": [
+        "role_grants_principal_changed AFTER INSERT OR UPDATE OR DELETE ON role_grants "
+        "FOR EACH ROW",
+        "role_grants_principal_truncated AFTER TRUNCATE ON role_grants FOR EACH STATEMENT",
+    ],
+    "user_revoked_tokens": [
+        "user_revoked_tokens_principal_changed AFTER INSERT OR UPDATE ON user_revoked_tokens "
+        "FOR EACH ROW",
+    ],
+    "refresh_tokens": [
+        "refresh_tokens_principal_changed AFTER UPDATE ON refresh_tokens FOR EACH ROW "
+        "WHEN (OLD.revoked_at IS NULL AND ("
+        "(NEW.revoked_at IS NOT NULL AND NEW.replaced_by_id IS NULL) "
+        "OR NEW.family_id IS DISTINCT FROM OLD.family_id "
+        "OR NEW.user_id IS DISTINCT FROM OLD.user_id OR NEW.expires_at < OLD.expires_at))",
+        "refresh_tokens_principal_deleted AFTER DELETE ON refresh_tokens FOR EACH ROW "
+        "WHEN (OLD.revoked_at IS NULL AND OLD.expires_at > now())",
+        "refresh_tokens_principal_truncated AFTER TRUNCATE ON refresh_tokens FOR EACH STATEMENT",
+    ],
+}
+for _table_name, _triggers in _PRINCIPAL_TRIGGERS.items():
+    for _trigger in _triggers:
+        event.listen(
+            metadata.tables[_table_name],
+            "after_create",
+            DDL(f"CREATE TRIGGER {_trigger} {_ANNOUNCE}"),  # type: ignore[no-untyped-call]  # as above
+        )

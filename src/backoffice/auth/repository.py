@@ -2,7 +2,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
     ColumnElement,
@@ -34,8 +34,10 @@ _revoked = UserRevokedToken.__table__  # type: ignore[attr-defined]  # set by SQ
 _refresh = RefreshToken.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
 
 # The whole per-request authentication check in one round trip: the user, whether this
-# token's jti was revoked, whether its session (refresh family) is still alive, and the
-# user's grants over all their roles.
+# token's jti was revoked, until when its session (refresh family) stays alive (NULL: ended),
+# and the user's grants over all their roles. What it reads is what the triggers of
+# migrations/20261202040000_principal_invalidation.sql announce when it changes: keep both
+# in step (auth/principal_cache.py caches its answer).
 _PRINCIPAL: Select[Any] = select(
     _users.c.id,
     _users.c.email,
@@ -44,7 +46,7 @@ _PRINCIPAL: Select[Any] = select(
     _users.c.is_superuser,
     _users.c.token_version,
     exists().where(_revoked.c.jti == bindparam("jti")).label("token_revoked"),
-    exists()
+    select(func.max(_refresh.c.expires_at))
     .where(
         _refresh.c.family_id == bindparam("session_id"),
         # A session id from the token of another user proves nothing about this one.
@@ -52,7 +54,8 @@ _PRINCIPAL: Select[Any] = select(
         _refresh.c.revoked_at.is_(None),
         _refresh.c.expires_at > func.now(),
     )
-    .label("session_alive"),
+    .scalar_subquery()
+    .label("session_expires_at"),
     # One "module:action,action" string per grant of any of the user's roles.
     select(
         func.array_agg(
@@ -64,6 +67,13 @@ _PRINCIPAL: Select[Any] = select(
     .scalar_subquery()
     .label("grants"),
 ).where(_users.c.id == bindparam("user_id"))
+
+
+# The execution option that marks a write to an auth table as leaving every principal as it
+# was (login bookkeeping, the purge of expired rows): it does not empty the principal cache
+# (auth/principal_cache.py), which the trigger-side rules mirror.
+PRINCIPALS_UNCHANGED: Final = "principals_unchanged"
+_UNCHANGED: Final = {PRINCIPALS_UNCHANGED: True}
 
 
 def account_with_email(email: str) -> ColumnElement[bool]:
@@ -126,7 +136,8 @@ class UserRepository(BaseRepository[User]):
                 _users.c.hashed_password,
                 _users.c.is_active,
                 _users.c.locked_until,
-            )
+            ),
+            execution_options=_UNCHANGED,
         )
         row = result.one_or_none()
         return None if row is None else PasswordAttempt(*row)
@@ -146,7 +157,8 @@ class UserRepository(BaseRepository[User]):
                 _users.c.id == user_id,
                 or_(_users.c.failed_login_count != 0, _users.c.locked_until.is_not(None)),
             )
-            .values(failed_login_count=0, locked_until=None, updated_at=_users.c.updated_at)
+            .values(failed_login_count=0, locked_until=None, updated_at=_users.c.updated_at),
+            execution_options=_UNCHANGED,
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for UPDATE
 
@@ -289,5 +301,7 @@ class TokenRepository(BaseRepository[RefreshToken]):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        result = await self.session.execute(delete(table).where(key.in_(expired)))
+        result = await self.session.execute(
+            delete(table).where(key.in_(expired)), execution_options=_UNCHANGED
+        )
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DELETE

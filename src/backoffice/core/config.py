@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     # process at a time does the work; auth/retention.py); 0 switches the job off.
     token_purge_interval_minutes: Annotated[float, Field(ge=0)] = 60
 
+    # Principal cache (auth/principal_cache.py, SECURITY.md): each worker remembers the
+    # principal of every access token it verified, at most this many, and forgets them all on
+    # any change to users, roles, grants or sessions: the worker that made the change at once,
+    # every other worker within 1 s (PostgreSQL LISTEN/NOTIFY, on a connection of its own to
+    # DATABASE_URL, which must reach PostgreSQL directly, not through a transaction-pooling
+    # PgBouncer). A worker that cannot confirm its listener within 1 s stops using its cache.
+    principal_cache_enabled: bool = True
+    principal_cache_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+
     # Brute force: lock an account after repeated failures; limit login attempts per client IP
     login_max_failures: Annotated[int, Field(ge=1)] = 5
     login_lockout_minutes: Annotated[int, Field(ge=1)] = 15

@@ -12,6 +12,7 @@ from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.audit.router import router as audit_router
 from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
+from backoffice.auth.principal_cache import principal_cache_lifespan
 from backoffice.auth.retention import token_purge_lifespan
 from backoffice.auth.roles_router import router as roles_router
 from backoffice.auth.router import install_rate_limiters
@@ -56,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             audit_tables=APPEND_ONLY_TABLES,
         ),
         token_purge_lifespan(app),
+        principal_cache_lifespan(app),
         access_log_lifespan(app),
         metrics_lifespan(app),
     ):
