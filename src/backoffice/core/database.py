@@ -248,6 +248,8 @@ def _create_engine(
                 "application_name": settings.project_name,
                 "statement_timeout": str(settings.db_statement_timeout_ms),
                 "timezone": "UTC",
+                # Read by the audit slice's data-change trigger: "off" records nothing.
+                "backoffice.audit": "on" if settings.audit_data_enabled else "off",
             },
         },
         **pool,
