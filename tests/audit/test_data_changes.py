@@ -24,11 +24,12 @@ from backoffice.audit.models import DataChange
 from backoffice.audit.schemas import AuditEntity
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
-from backoffice.core.database import Database, libpq_url
+from backoffice.core.database import Database
 from backoffice.core.logging import REDACTED
 from backoffice.core.main import create_app
 from backoffice.products.models import Product
 from tests.support.audit import changes_of, summary
+from tests.support.database import rolled_back_connection
 from tests.support.factories import PRODUCTS, product_payload
 from tests.support.users import TEST_PASSWORD, create_user
 
@@ -369,14 +370,8 @@ async def test_audit_data_enabled_reaches_every_session_the_app_opens(
 async def outsider(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection of the app's role that is not the app's (a psql session, a script), in a
     transaction rolled back at the end: it sets no actor, and no switch."""
-    connection = await asyncpg.connect(libpq_url(app_database_url))
-    transaction = connection.transaction()
-    await transaction.start()
-    try:
+    async with rolled_back_connection(app_database_url) as connection:
         yield connection
-    finally:
-        await transaction.rollback()
-        await connection.close()
 
 
 async def _outsider_changes(

@@ -232,7 +232,9 @@ def install_schema(metadata: MetaData) -> None:
 _SET_ACTOR = (
     f"SELECT set_config('{ACTOR_SETTING}', $1, true), set_config('{REQUEST_SETTING}', $2, true)"
 )
-# On the pooled connection's `info`: the actor last set, and in which transaction.
+# On the pooled connection's `info`: the actor last set, and in which transaction. The memo
+# holds the transaction objects themselves (until the next one replaces them): compared by
+# identity, a freed one's id could come back as a new transaction's.
 _ACTOR_SET = "backoffice.audit.actor_set"
 
 
@@ -266,7 +268,8 @@ def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) 
 
 
 def _on_statement(execution: ORMExecuteState) -> None:
-    if execution.is_insert or execution.is_update or execution.is_delete:
+    # Anything but a select() may write: DML constructs, and text() whatever it holds.
+    if not execution.is_select:
         bind_actor(execution.session.connection(bind_arguments=execution.bind_arguments))
 
 

@@ -306,8 +306,8 @@ class Database:
     ) -> "Database":
         """`session_class` is the sync Session under every AsyncSession of both makers: the
         hook a slice's session event listeners hang on (the audit trail's AuditedSession,
-        which core/main.py, the commands and the scripts pass). A plain Session records no
-        data change."""
+        which core/main.py, the commands and the scripts pass). A plain Session's changes are
+        recorded too, with no actor."""
         statement_timeout_s = settings.db_statement_timeout_ms / 1000
         engine = _create_engine(
             url,
