@@ -30,7 +30,7 @@ from backoffice.core.main import create_app
 from backoffice.products.models import Product
 from tests.support.audit import changes_of, summary
 from tests.support.database import rolled_back_connection
-from tests.support.factories import PRODUCTS, product_payload
+from tests.support.factories import PRODUCTS, CreateProduct, product_payload
 from tests.support.users import TEST_PASSWORD, create_user
 
 
@@ -109,6 +109,22 @@ async def test_a_patch_that_changes_nothing_records_nothing(
     assert len(await changes_of(session, "product", created["id"])) == 1
 
 
+async def test_the_actor_is_set_once_per_write_transaction_and_never_on_reads(
+    client: AsyncClient, create_product: CreateProduct, statements: list[str]
+) -> None:
+    created = await create_product()
+    statements.clear()
+
+    patched = await client.patch(f"{PRODUCTS}/{created['id']}", json={"name": "Renamed"})
+    writes = [statement for statement in statements if "set_config" in statement]
+    statements.clear()
+    read = await client.get(f"{PRODUCTS}/{created['id']}")
+
+    assert (patched.status_code, read.status_code) == (200, 200)
+    assert len(writes) == 1, statements
+    assert not [statement for statement in statements if "set_config" in statement]
+
+
 # --- rollback -------------------------------------------------------------------------------
 
 
@@ -155,11 +171,8 @@ async def test_audit_data_enabled_reaches_every_connection_the_app_opens(
 ) -> None:
     """AUDIT_DATA_ENABLED=false: the app's connections carry the switch, and its writes are
     not recorded (rolled back: nothing is left behind)."""
-    database = Database.connect(
-        app_database_url,
-        settings.model_copy(update={"audit_data_enabled": enabled}),
-        session_class=session_class(settings.model_copy(update={"audit_data_enabled": enabled})),
-    )
+    switched = settings.model_copy(update={"audit_data_enabled": enabled})
+    database = Database.connect(app_database_url, switched, session_class=session_class(switched))
     try:
         async with database.sessions() as writer:
             writer.add(Product(sku="SWITCH-1", name="Switch", price=Decimal(1)))
