@@ -194,8 +194,8 @@ BEGIN
     TG_ARGV[0],
     entity_id,
     lower(TG_OP)::public.data_change_action,
-    audit_jsonable(old_values, masked, decimals, timestamps),
-    audit_jsonable(new_values, masked, decimals, timestamps),
+    public.audit_jsonable(old_values, masked, decimals, timestamps),
+    public.audit_jsonable(new_values, masked, decimals, timestamps),
     nullif(current_setting('{ACTOR_SETTING}', true), '')::integer,
     nullif(current_setting('{REQUEST_SETTING}', true), '')
   );
