@@ -1,17 +1,27 @@
 """Every INSERT, UPDATE and DELETE of an audited model leaves a data_changes row in the same
 transaction: through the unit of work, through our own bulk statements, through cascades."""
 
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 from httpx import AsyncClient
+from pydantic_core import to_jsonable_python
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from backoffice.audit.changes import AuditedSession
+from backoffice.audit.changes import (
+    SWITCH_SETTING,
+    AuditedSession,
+    audited_tables,
+    session_class,
+)
 from backoffice.audit.models import DataChange
+from backoffice.audit.schemas import AuditEntity
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
@@ -19,7 +29,8 @@ from backoffice.core.logging import REDACTED
 from backoffice.core.main import create_app
 from backoffice.products.models import Product
 from tests.support.audit import changes_of, summary
-from tests.support.factories import PRODUCTS, product_payload
+from tests.support.database import rolled_back_connection
+from tests.support.factories import PRODUCTS, CreateProduct, product_payload
 from tests.support.users import TEST_PASSWORD, create_user
 
 
@@ -98,6 +109,22 @@ async def test_a_patch_that_changes_nothing_records_nothing(
     assert len(await changes_of(session, "product", created["id"])) == 1
 
 
+async def test_the_actor_is_set_once_per_write_transaction_and_never_on_reads(
+    client: AsyncClient, create_product: CreateProduct, statements: list[str]
+) -> None:
+    created = await create_product()
+    statements.clear()
+
+    patched = await client.patch(f"{PRODUCTS}/{created['id']}", json={"name": "Renamed"})
+    writes = [statement for statement in statements if "set_config" in statement]
+    statements.clear()
+    read = await client.get(f"{PRODUCTS}/{created['id']}")
+
+    assert (patched.status_code, read.status_code) == (200, 200)
+    assert len(writes) == 1, statements
+    assert not [statement for statement in statements if "set_config" in statement]
+
+
 # --- rollback -------------------------------------------------------------------------------
 
 
@@ -127,14 +154,35 @@ async def test_a_rolled_back_transaction_leaves_no_audit_row(
     assert await changes_of(session, "product") == []
 
 
-async def test_a_session_of_another_class_records_nothing(
-    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+async def test_a_transaction_with_the_audit_switched_off_records_nothing(
+    connection: AsyncConnection, session: AsyncSession
 ) -> None:
-    async with sessionmaker(sync_session_class=Session) as quiet:
-        quiet.add(Product(sku="QUIET-1", name="Quiet", price=Decimal(1)))
-        await quiet.commit()
+    await connection.execute(text(f"SET LOCAL {SWITCH_SETTING} = 'off'"))
+
+    session.add(Product(sku="QUIET-1", name="Quiet", price=Decimal(1)))
+    await session.flush()
 
     assert await changes_of(session, "product") == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_audit_data_enabled_reaches_every_connection_the_app_opens(
+    settings: Settings, app_database_url: str, enabled: bool
+) -> None:
+    """AUDIT_DATA_ENABLED=false: the app's connections carry the switch, and its writes are
+    not recorded (rolled back: nothing is left behind)."""
+    switched = settings.model_copy(update={"audit_data_enabled": enabled})
+    database = Database.connect(app_database_url, switched, session_class=session_class(switched))
+    try:
+        async with database.sessions() as writer:
+            writer.add(Product(sku="SWITCH-1", name="Switch", price=Decimal(1)))
+            await writer.flush()
+            recorded = await changes_of(writer, "product")
+            await writer.rollback()
+    finally:
+        await database.dispose()
+
+    assert len(recorded) == (1 if enabled else 0)
 
 
 # --- customers and tasks --------------------------------------------------------------------
@@ -282,15 +330,35 @@ async def test_roles_grants_and_user_role_links_are_recorded_even_when_cascaded(
     assert [c.action for c in link_changes] == ["insert", "delete"]  # the cascade, recorded
 
 
-@pytest.mark.parametrize("entity_type", ["product", "customer", "task", "user", "role"])
-async def test_every_audited_model_is_known_to_the_hooks(entity_type: str) -> None:
-    from backoffice.audit.changes import audited_table
+# pg_trigger.tgtype bits: a row trigger (1) on INSERT (4), DELETE (8) and UPDATE (16), and not
+# BEFORE (2): after the change, so it sees its final values and every cascade.
+_AFTER_EACH_ROW_WRITE = 1 | 4 | 8 | 16
 
-    tables = {"product": "products", "customer": "customers", "task": "tasks", "user": "users"}
-    policy = audited_table(tables.get(entity_type, "roles"))
 
-    assert policy is not None
-    assert policy.entity_type == entity_type
+async def test_every_audited_model_and_no_other_table_has_the_trigger_of_its_policy(
+    session: AsyncSession,
+) -> None:
+    """Generated from the model registry: a model with `__audit_entity__` whose table lacks
+    the trigger (or has it with other arguments) would change unrecorded."""
+    rows = await session.execute(
+        text("""
+            SELECT rel.relname, trg.tgname, trg.tgtype,
+                   encode(trg.tgargs, 'escape') AS arguments
+            FROM pg_trigger trg JOIN pg_class rel ON rel.oid = trg.tgrelid
+            WHERE trg.tgfoid = 'audit_data_change'::regproc
+        """)
+    )
+    found = {
+        (row.relname, row.tgname, row.tgtype, tuple(row.arguments.split("\\000")[:-1]))
+        for row in rows
+    }
+
+    expected = {
+        (policy.table, policy.trigger_name, _AFTER_EACH_ROW_WRITE, policy.trigger_arguments())
+        for policy in audited_tables()
+    }
+    assert found == expected
+    assert {policy.entity_type for policy in audited_tables()} == set(AuditEntity)
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -306,3 +374,133 @@ async def test_audit_data_enabled_reaches_every_session_the_app_opens(
         async with database.sessions() as writes, database.read_sessions() as reads:
             assert isinstance(writes.sync_session, AuditedSession) is enabled
             assert isinstance(reads.sync_session, AuditedSession) is enabled
+
+
+# --- writes made outside the app ------------------------------------------------------------
+
+
+@pytest.fixture
+async def outsider(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the app's role that is not the app's (a psql session, a script), in a
+    transaction rolled back at the end: it sets no actor, and no switch."""
+    async with rolled_back_connection(app_database_url) as connection:
+        yield connection
+
+
+async def _outsider_changes(
+    connection: asyncpg.Connection, entity_type: str, entity_id: object
+) -> list[asyncpg.Record]:
+    return await connection.fetch(
+        "SELECT action::text, old_values::text, new_values::text, actor_user_id, request_id "
+        "FROM data_changes WHERE entity_type = $1 AND entity_id = $2 ORDER BY id",
+        entity_type,
+        str(entity_id),
+    )
+
+
+async def test_raw_sql_from_another_connection_is_recorded_with_no_actor(
+    outsider: asyncpg.Connection,
+) -> None:
+    product_id = await outsider.fetchval(
+        "INSERT INTO products (sku, name, price, stock_quantity) "
+        "VALUES ('RAW-1', 'Raw', 12.5, 3) RETURNING id"
+    )
+    await outsider.execute("UPDATE products SET stock_quantity = 4 WHERE id = $1", product_id)
+    await outsider.execute("DELETE FROM products WHERE id = $1", product_id)
+
+    changes = await _outsider_changes(outsider, "product", product_id)
+
+    assert [change["action"] for change in changes] == ["insert", "update", "delete"]
+    assert all(c["actor_user_id"] is None and c["request_id"] is None for c in changes)
+    assert json.loads(changes[0]["new_values"])["price"] == "12.50"
+    assert json.loads(changes[1]["old_values"]) == {"stock_quantity": 3}
+    assert json.loads(changes[1]["new_values"]) == {"stock_quantity": 4}
+    assert json.loads(changes[2]["old_values"])["sku"] == "RAW-1"
+
+
+async def test_a_masked_column_changed_by_raw_sql_is_masked(
+    outsider: asyncpg.Connection,
+) -> None:
+    user_id = await outsider.fetchval(
+        "INSERT INTO users (email, full_name, hashed_password) "
+        "VALUES ('raw@example.com', 'Raw', '$argon2id$v=19$old') RETURNING id"
+    )
+    await outsider.execute(
+        "UPDATE users SET hashed_password = '$argon2id$v=19$new' WHERE id = $1", user_id
+    )
+
+    changes = await _outsider_changes(outsider, "user", user_id)
+
+    assert json.loads(changes[0]["new_values"])["hashed_password"] == REDACTED
+    assert (json.loads(changes[1]["old_values"]), json.loads(changes[1]["new_values"])) == (
+        {"hashed_password": REDACTED},
+        {"hashed_password": REDACTED},
+    )
+    assert not any("argon2" in (value or "") for change in changes for value in change.values())
+
+
+async def test_an_update_of_bookkeeping_columns_only_records_nothing(
+    outsider: asyncpg.Connection,
+) -> None:
+    product_id = await outsider.fetchval(
+        "INSERT INTO products (sku, name, price) VALUES ('BOOK-1', 'Book', 1) RETURNING id"
+    )
+
+    await outsider.execute(
+        "UPDATE products SET version = version + 1, updated_at = now() + interval '1 day', "
+        "name = name WHERE id = $1",
+        product_id,
+    )
+
+    assert [c["action"] for c in await _outsider_changes(outsider, "product", product_id)] == [
+        "insert"
+    ]
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+async def test_values_are_recorded_as_the_api_renders_them(
+    session: AsyncSession, instant: datetime
+) -> None:
+    """Numerics, timestamps, dates and enums in the trail read as pydantic writes them (the
+    form the rows had when the app wrote them itself)."""
+    user = await create_user(session)
+    user.locked_until = instant
+    await session.flush()
+    task = (
+        await session.execute(
+            text(
+                "INSERT INTO tasks (title, status, priority, due_date, created_by) "
+                "VALUES ('Render', 'todo', 'high', '2026-02-03', :user) RETURNING id"
+            ).bindparams(user=user.id),
+        )
+    ).scalar_one()
+    await session.execute(
+        text("UPDATE tasks SET status = 'done', completed_at = :instant WHERE id = :id").bindparams(
+            instant=instant, id=task
+        )
+    )
+    session.add(Product(sku="RENDER-1", name="Render", price=Decimal("1234567890.5")))
+    await session.flush()
+
+    locked = (await changes_of(session, "user", user.id))[-1]
+    completed = (await changes_of(session, "task", task))[-1]
+    product = (await changes_of(session, "product"))[-1]
+
+    assert locked.new_values == {"locked_until": to_jsonable_python(instant)}
+    assert completed.new_values == {"status": "done", "completed_at": to_jsonable_python(instant)}
+    inserted = (await changes_of(session, "task", task))[0].new_values
+    assert inserted is not None
+    assert (inserted["due_date"], inserted["status"], inserted["priority"]) == (
+        to_jsonable_python(date(2026, 2, 3)),
+        "todo",
+        "high",
+    )
+    assert product.new_values is not None
+    assert product.new_values["price"] == to_jsonable_python(Decimal("1234567890.50"))

@@ -7,22 +7,16 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from backoffice.core.database import libpq_url
 from scripts.bench.seeding import bench_customers, bench_products
 from scripts.seed import demo_customers, demo_products, insert_customers, insert_products
+from tests.support.database import rolled_back_connection
 
 
 @pytest.fixture
 async def rolled_back(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the app's role whose every write is undone."""
-    connection = await asyncpg.connect(libpq_url(app_database_url))
-    transaction = connection.transaction()
-    await transaction.start()
-    try:
+    async with rolled_back_connection(app_database_url) as connection:
         yield connection
-    finally:
-        await transaction.rollback()
-        await connection.close()
 
 
 async def test_demo_products_are_inserted_once(rolled_back: asyncpg.Connection) -> None:

@@ -78,6 +78,20 @@ async def scratch_database(
 
 
 @asynccontextmanager
+async def rolled_back_connection(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own to `url` (not the test's, nor the app's: a script, a psql
+    session), inside a transaction whose every write is undone at the end."""
+    connection = await asyncpg.connect(libpq_url(url))
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        yield connection
+    finally:
+        await transaction.rollback()
+        await connection.close()
+
+
+@asynccontextmanager
 async def owner_rights(connection: AsyncConnection) -> AsyncIterator[None]:
     """The owner's rights on the test's connection for a while (what migrations and the
     archive job have), then the app's again; rows stay in the test's transaction."""

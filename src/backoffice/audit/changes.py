@@ -1,291 +1,290 @@
-"""Change data capture: every INSERT, UPDATE and DELETE of an audited model becomes a
-`data_changes` row, written through the same connection in the same transaction, so the change
-and its record commit or roll back together.
+"""Change data capture: every INSERT, UPDATE and DELETE of an audited table becomes a
+`data_changes` row, written by the database itself in the same transaction, so the change and
+its record commit or roll back together, whoever makes it and however.
 
 A model opts in with `__audit_entity__ = "product"` (and `__audit_masked__` for fields whose
-values must never be recorded; names that look secret are masked anyway). Two hooks see every
-write our code can make:
+values must never be recorded; names that look secret are masked anyway). Its table gets a row
+trigger running `audit_data_change()` (migrations/20261202050000_data_change_triggers.sql), whose
+arguments are the table's policy computed here (`AuditedTable.trigger_arguments`): the unit of
+work, bulk statements, ON DELETE CASCADE and a psql session are all recorded alike.
 
-- `after_flush`: the unit of work (objects added, changed, deleted through the session);
-- `do_orm_execute`: statements (`update(...)`, `delete(...)`, `insert(...)`) run through
-  `session.execute`. Before an UPDATE or DELETE runs, the rows it matches are read and locked,
-  the statement is narrowed to exactly those rows, and the rows are read again afterwards, so
-  old and new values are both known and nothing changes unrecorded.
-
-Deleting an object whose audited children the database would delete by `ON DELETE CASCADE` first
-deletes those children through the session, so their removal is recorded too.
-
-The hooks listen on `AuditedSession` only: a session records changes when it is made of that
-class. core/main.py gives it to the app's `Database`; the commands (`python -m backoffice`),
-`scripts/seed.py` and the tests' fixtures make their sessions of it too.
+Who made the change is read from two transaction-local settings, `backoffice.actor_user_id`
+and `backoffice.request_id` (NULL when unset: scripts, psql). `AuditedSession` sets them with
+one statement before its first write in a transaction, and again only if they changed.
+`backoffice.audit = off` (set for the connection when AUDIT_DATA_ENABLED is off) makes the
+trigger record nothing.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from pydantic_core import to_jsonable_python
-from sqlalchemy import Connection, Result, Table, delete, false, insert, select, tuple_
+from sqlalchemy import DDL, Connection, DateTime, Float, MetaData, Numeric, Table
 from sqlalchemy import event as sa_event
-from sqlalchemy import inspect as orm_inspect
-from sqlalchemy.orm import InstanceState, ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlmodel import SQLModel
 
 from backoffice.audit.context import current_actor
-from backoffice.audit.models import DataChange, DataChangeAction
 from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED, is_secret_name
 
-_data_changes: Table = DataChange.__table__  # type: ignore[attr-defined]  # set by SQLModel
+ACTOR_SETTING: Final = "backoffice.actor_user_id"
+REQUEST_SETTING: Final = "backoffice.request_id"
+# `off` for a connection or a transaction: nothing it changes is recorded (AUDIT_DATA_ENABLED).
+SWITCH_SETTING: Final = "backoffice.audit"
+TRIGGER_FUNCTION: Final = "audit_data_change"
 
 
 @dataclass(frozen=True, slots=True)
 class AuditedTable:
+    table: str
     entity_type: str
     primary_key: tuple[str, ...]
     masked: frozenset[str]
     # Columns the ORM maintains itself (the version counter, `onupdate` timestamps): left out
     # of UPDATE records, whichever way the update was made, so the trail shows what changed.
-    bookkeeping: frozenset[str] = frozenset()
-    # (child table, its foreign-key column) for audited children deleted by ON DELETE CASCADE
-    cascades: tuple[tuple[Table, str], ...] = ()
+    bookkeeping: frozenset[str]
+    # Recorded as pydantic renders them, as they were when the app wrote the rows itself:
+    # numerics as JSON strings ("10.00"), timestamps as ISO 8601 in UTC ending in "Z".
+    decimals: frozenset[str]
+    timestamps: frozenset[str]
 
+    @property
+    def trigger_name(self) -> str:
+        return f"{self.table}_data_changes"
 
-def _policies() -> dict[str, AuditedTable | None]:
-    """Table name -> policy (None when not audited), for every mapped model. A model opts in
-    with `__audit_entity__`; secret-looking column names are masked like `__audit_masked__`."""
-    models = {
-        mapper.local_table.description: mapper.class_
-        for mapper in SQLModel._sa_registry.mappers  # SQLModel's one registry
-    }
-    audited: dict[str, Table] = {
-        name: model.__table__
-        for name, model in models.items()
-        if hasattr(model, "__audit_entity__")
-    }
-    policies: dict[str, AuditedTable | None] = dict.fromkeys(models)
-    for name, table in audited.items():
-        model = models[name]
-        policies[name] = AuditedTable(
-            entity_type=model.__audit_entity__,
-            primary_key=tuple(column.key for column in table.primary_key),
-            masked=frozenset(getattr(model, "__audit_masked__", ()))
-            | {column.key for column in table.columns if is_secret_name(column.key)},
-            bookkeeping=frozenset(
-                column.key
-                for column in table.columns
-                if column.onupdate is not None or column.key == "version"
-            ),
-            cascades=tuple(
-                (child, fk.parent.key)
-                for child in audited.values()
-                for fk in child.foreign_keys
-                if fk.column.table is table and fk.ondelete == "CASCADE"
+    def trigger_arguments(self) -> tuple[str, ...]:
+        """What the trigger gets (`TG_ARGV`): the entity type, then PostgreSQL array literals
+        of the key (in order), masked, bookkeeping, numeric and timestamp columns."""
+        return (
+            self.entity_type,
+            _array(self.primary_key),
+            *(
+                _array(sorted(names))
+                for names in (self.masked, self.bookkeeping, self.decimals, self.timestamps)
             ),
         )
-    return policies
+
+    def create_trigger(self) -> str:
+        arguments = ", ".join(f"'{argument}'" for argument in self.trigger_arguments())
+        return (
+            f"CREATE TRIGGER {self.trigger_name} AFTER INSERT OR UPDATE OR DELETE "
+            f"ON {self.table} FOR EACH ROW EXECUTE FUNCTION {TRIGGER_FUNCTION}({arguments})"
+        )
 
 
-_known_tables: dict[str, AuditedTable | None] = {}
+def _array(names: Iterable[str]) -> str:
+    return "{" + ",".join(names) + "}"
 
 
-def audited_table(name: str) -> AuditedTable | None:
-    """The policy of a table, looked up on every flush and statement: computed once, and
-    again only for a table mapped after that."""
-    if name not in _known_tables:
-        _known_tables.clear()
-        _known_tables.update(_policies())
-        _known_tables.setdefault(name, None)  # a table no model maps: never audited
-    return _known_tables[name]
-
-
-def _jsonable(policy: AuditedTable, values: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: REDACTED if key in policy.masked else to_jsonable_python(value)
-        for key, value in values.items()
-    }
-
-
-def _record(
-    policy: AuditedTable,
-    action: DataChangeAction,
-    key_values: Mapping[str, Any],
-    old: Mapping[str, Any] | None,
-    new: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    actor_user_id, request_id = current_actor()
-    return {
-        "entity_type": policy.entity_type,
-        "entity_id": "/".join(str(key_values[key]) for key in policy.primary_key),
-        "action": action,
-        "old_values": None if old is None else _jsonable(policy, old),
-        "new_values": None if new is None else _jsonable(policy, new),
-        "actor_user_id": actor_user_id,
-        "request_id": request_id,
-    }
-
-
-def _write(connection: Connection, records: Sequence[dict[str, Any]]) -> None:
-    if records:
-        connection.execute(insert(_data_changes), list(records))
-
-
-# --- the unit of work ------------------------------------------------------------------------
-
-
-def _loaded(state: InstanceState[Any]) -> dict[str, Any]:
-    """Column values the object holds (never loading anything: a flush must not query)."""
-    return {
-        attribute.key: state.dict[attribute.key]
-        for attribute in state.mapper.column_attrs
-        if attribute.key in state.dict
-    }
-
-
-def _changed(state: InstanceState[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    old: dict[str, Any] = {}
-    new: dict[str, Any] = {}
-    bookkeeping = audited_bookkeeping(state)
-    for attribute in state.mapper.column_attrs:
-        if attribute.key in bookkeeping:
-            continue
-        history = state.attrs[attribute.key].history
-        if not history.added:
-            continue
-        old[attribute.key] = history.deleted[0] if history.deleted else None
-        new[attribute.key] = history.added[0]
-    return old, new
-
-
-def audited_bookkeeping(state: InstanceState[Any]) -> frozenset[str]:
-    policy = audited_table(state.mapper.local_table.description)
-    return frozenset() if policy is None else policy.bookkeeping
-
-
-def _unit_of_work_records(session: Session) -> Iterable[dict[str, Any]]:
-    changes = (
-        (DataChangeAction.INSERT, session.new),
-        (DataChangeAction.UPDATE, session.dirty),
-        (DataChangeAction.DELETE, session.deleted),
+def _policy(model: Any, table: Table) -> AuditedTable:
+    columns = list(table.columns)
+    return AuditedTable(
+        table=table.name,
+        entity_type=model.__audit_entity__,
+        primary_key=tuple(column.key for column in table.primary_key),
+        masked=frozenset(getattr(model, "__audit_masked__", ()))
+        | {column.key for column in columns if is_secret_name(column.key)},
+        bookkeeping=frozenset(
+            column.key
+            for column in columns
+            if column.onupdate is not None or column.key == "version"
+        ),
+        decimals=frozenset(
+            column.key
+            for column in columns
+            if isinstance(column.type, Numeric) and not isinstance(column.type, Float)
+        ),
+        timestamps=frozenset(
+            column.key
+            for column in columns
+            if isinstance(column.type, DateTime) and column.type.timezone
+        ),
     )
-    for action, objects in changes:
-        for obj in objects:
-            state: InstanceState[Any] = orm_inspect(obj)
-            policy = audited_table(state.mapper.local_table.description)
-            if policy is None:
-                continue
-            values = _loaded(state)
-            if action is DataChangeAction.UPDATE:
-                old, new = _changed(state)
-                if new:
-                    yield _record(policy, action, values, old, new)
-            elif action is DataChangeAction.INSERT:
-                yield _record(policy, action, values, None, values)
-            else:
-                yield _record(policy, action, values, values, None)
+
+
+def audited_tables() -> list[AuditedTable]:
+    """The policy of every audited table, from the models mapped now (SQLModel's registry)."""
+    policies = [
+        _policy(mapper.class_, mapper.local_table)  # type: ignore[arg-type]  # a Table here
+        for mapper in SQLModel._sa_registry.mappers
+        if hasattr(mapper.class_, "__audit_entity__")
+    ]
+    return sorted(policies, key=lambda policy: policy.table)
+
+
+# --- the schema: the trigger function, and one trigger per audited table --------------------
+
+# Kept byte for byte equal to the migration's copy: the schema drift test compares them.
+# No percent sign anywhere: SQLAlchemy %-formats DDL text.
+_RENDER_FUNCTION = f"""CREATE OR REPLACE FUNCTION audit_jsonable(
+  row_values jsonb, masked text[], decimals text[], timestamps text[]
+) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  name text;
+  instant timestamp;
+BEGIN
+  IF row_values IS NULL THEN
+    RETURN NULL;
+  END IF;
+  FOREACH name IN ARRAY masked LOOP
+    IF row_values ? name THEN
+      row_values := jsonb_set(row_values, ARRAY[name], '"{REDACTED}"');
+    END IF;
+  END LOOP;
+  FOREACH name IN ARRAY decimals LOOP
+    IF jsonb_typeof(row_values -> name) = 'number' THEN
+      row_values := jsonb_set(row_values, ARRAY[name], to_jsonb(row_values ->> name));
+    END IF;
+  END LOOP;
+  FOREACH name IN ARRAY timestamps LOOP
+    IF jsonb_typeof(row_values -> name) = 'string' THEN
+      instant := (row_values ->> name)::timestamptz AT TIME ZONE 'UTC';
+      row_values := jsonb_set(row_values, ARRAY[name], to_jsonb(
+        to_char(instant, 'YYYY-MM-DD"T"HH24:MI:SS')
+        || CASE WHEN date_trunc('second', instant) = instant THEN ''
+                ELSE to_char(instant, '.US') END
+        || 'Z'));
+    END IF;
+  END LOOP;
+  RETURN row_values;
+END
+$$"""
+
+_TRIGGER_FUNCTION = f"""CREATE OR REPLACE FUNCTION {TRIGGER_FUNCTION}() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  key_columns text[] := TG_ARGV[1];
+  masked text[] := TG_ARGV[2];
+  bookkeeping text[] := TG_ARGV[3];
+  decimals text[] := TG_ARGV[4];
+  timestamps text[] := TG_ARGV[5];
+  old_values jsonb;
+  new_values jsonb;
+  unchanged text[];
+  entity_id text;
+  key_column text;
+BEGIN
+  IF current_setting('{SWITCH_SETTING}', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP <> 'INSERT' THEN
+    old_values := to_jsonb(OLD);
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    new_values := to_jsonb(NEW);
+  END IF;
+  FOREACH key_column IN ARRAY key_columns LOOP
+    entity_id := concat_ws('/', entity_id, coalesce(new_values, old_values) ->> key_column);
+  END LOOP;
+  IF TG_OP = 'UPDATE' THEN
+    unchanged := ARRAY(
+      SELECT key FROM jsonb_each(new_values)
+      WHERE value = old_values -> key OR key = ANY (bookkeeping)
+    );
+    new_values := new_values - unchanged;
+    IF new_values = '{{}}' THEN
+      RETURN NULL;
+    END IF;
+    old_values := old_values - unchanged;
+  END IF;
+  INSERT INTO public.data_changes
+    (entity_type, entity_id, action, old_values, new_values, actor_user_id, request_id)
+  VALUES (
+    TG_ARGV[0],
+    entity_id,
+    lower(TG_OP)::public.data_change_action,
+    public.audit_jsonable(old_values, masked, decimals, timestamps),
+    public.audit_jsonable(new_values, masked, decimals, timestamps),
+    nullif(current_setting('{ACTOR_SETTING}', true), '')::integer,
+    nullif(current_setting('{REQUEST_SETTING}', true), '')
+  );
+  RETURN NULL;
+END
+$$"""  # noqa: S608  # constants only
+
+FUNCTIONS: Final = (_RENDER_FUNCTION, _TRIGGER_FUNCTION)
+
+
+def _create_functions(_metadata: MetaData, connection: Connection, **_kw: Any) -> None:
+    for statement in FUNCTIONS:
+        connection.execute(DDL(statement))  # type: ignore[no-untyped-call]  # SQLAlchemy leaves DDL.__init__ unannotated
+
+
+def _create_triggers(
+    _metadata: MetaData, connection: Connection, tables: Sequence[Table] = (), **_kw: Any
+) -> None:
+    created = {table.name for table in tables}
+    for policy in audited_tables():
+        if policy.table in created:
+            connection.execute(DDL(policy.create_trigger()))  # type: ignore[no-untyped-call]  # as above
+
+
+def install_schema(metadata: MetaData) -> None:
+    """`metadata.create_all` builds what the migrations build: the functions, then (all
+    tables being there) the triggers."""
+    sa_event.listen(metadata, "before_create", _create_functions)
+    sa_event.listen(metadata, "after_create", _create_triggers)
+
+
+# --- the actor: who, in which request ---------------------------------------------------------
+
+_SET_ACTOR = (
+    f"SELECT set_config('{ACTOR_SETTING}', $1, true), set_config('{REQUEST_SETTING}', $2, true)"
+)
+# On the pooled connection's `info`: the actor last set, and in which transaction. The memo
+# holds the transaction objects themselves (until the next one replaces them): compared by
+# identity, a freed one's id could come back as a new transaction's.
+_ACTOR_SET = "backoffice.audit.actor_set"
+
+
+def bind_actor(connection: Connection) -> None:
+    """Make the running request's actor and request id those of `connection`'s transaction,
+    unless they already are: one statement, at most once per transaction in the app.
+
+    The memo names the transaction and the innermost savepoint the values were set in. A
+    savepoint that rolled back takes its values with it, one released keeps them: either way
+    it is no longer active, and the values are set again (once more than needed, at worst).
+    """
+    actor = current_actor()
+    transaction, savepoint = connection.get_transaction(), connection.get_nested_transaction()
+    memo = connection.info.get(_ACTOR_SET)
+    if (
+        memo is not None
+        and memo[0] is transaction
+        and (memo[1] is None or memo[1].is_active)
+        and memo[2] == actor
+    ):
+        return
+    user_id, request_id = actor
+    connection.exec_driver_sql(
+        _SET_ACTOR, ("" if user_id is None else str(user_id), request_id or "")
+    )
+    connection.info[_ACTOR_SET] = (transaction, savepoint, actor)
 
 
 def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) -> None:
-    """Delete the audited children of objects being deleted first, through the session, so the
-    trail records them instead of the database cascading them silently."""
-    with session.no_autoflush:
-        for obj in list(session.deleted):
-            state: InstanceState[Any] = orm_inspect(obj)
-            policy = audited_table(state.mapper.local_table.description)
-            if policy is None or not policy.cascades:
-                continue
-            (key,) = policy.primary_key
-            for child, column in policy.cascades:
-                session.execute(delete(child).where(child.c[column] == state.dict[key]))
+    bind_actor(session.connection())
 
 
-def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    _write(session.connection(), list(_unit_of_work_records(session)))
-
-
-# --- statements ------------------------------------------------------------------------------
-
-
-def _key(policy: AuditedTable, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[key] for key in policy.primary_key)
-
-
-def _on_statement(execution: ORMExecuteState) -> Result[Any] | None:
-    if not (execution.is_insert or execution.is_update or execution.is_delete):
-        return None
-    statement: Any = execution.statement
-    target = getattr(statement, "table", None)
-    if target is None:  # e.g. select().from_statement(update(...)): old values unknowable
-        raise TypeError(f"run DML as update()/delete()/insert(), not {type(statement).__name__}")
-    policy = audited_table(target.name)
-    if policy is None:
-        return None
-    connection = execution.session.connection()
-    if execution.is_insert:
-        result = execution.invoke_statement()
-        parameters: Any = execution.parameters
-        rows: list[Mapping[str, Any]] = (
-            parameters if isinstance(parameters, list) else [parameters or {}]
-        )
-        _write(
-            connection,
-            [_record(policy, DataChangeAction.INSERT, row, None, row) for row in rows],
-        )
-        return result
-    table: Table = statement.table
-    keys = tuple_(*(table.c[key] for key in policy.primary_key))
-    matching = select(table).with_for_update()
-    if statement.whereclause is not None:
-        matching = matching.where(statement.whereclause)
-    before = [dict(row) for row in connection.execute(matching).mappings()]
-    selected = [_key(policy, row) for row in before]
-    # Exactly the rows read (and locked) above, so none can change unrecorded.
-    narrowed = keys.in_(selected) if selected else false()
-    result = execution.invoke_statement(statement=statement.where(narrowed))
-    if execution.is_delete:
-        _write(
-            connection,
-            [_record(policy, DataChangeAction.DELETE, row, row, None) for row in before],
-        )
-        return result
-    after = {
-        _key(policy, row): row
-        for row in (
-            dict(found) for found in connection.execute(select(table).where(narrowed)).mappings()
-        )
-    }
-    records = []
-    for old_row in before:
-        new_row = after[_key(policy, old_row)]
-        changed = [
-            key for key in new_row if key not in policy.bookkeeping and new_row[key] != old_row[key]
-        ]
-        if changed:
-            records.append(
-                _record(
-                    policy,
-                    DataChangeAction.UPDATE,
-                    new_row,
-                    {key: old_row[key] for key in changed},
-                    {key: new_row[key] for key in changed},
-                )
-            )
-    _write(connection, records)
-    return result
+def _on_statement(execution: ORMExecuteState) -> None:
+    # Anything but a select() may write: DML constructs, and text() whatever it holds.
+    if not execution.is_select:
+        bind_actor(execution.session.connection(bind_arguments=execution.bind_arguments))
 
 
 class AuditedSession(Session):
-    """A Session whose every write to an audited model is recorded in its own transaction
-    (the hooks below listen on this class, and on no other): the `sync_session_class` of the
-    app's sessions."""
+    """A Session that tells the database who makes its changes (the hooks below listen on
+    this class, and on no other): the `sync_session_class` of the app's sessions. Writes of
+    other sessions are recorded too, with no actor."""
 
 
 sa_event.listen(AuditedSession, "before_flush", _before_flush)
-sa_event.listen(AuditedSession, "after_flush", _after_flush)
 sa_event.listen(AuditedSession, "do_orm_execute", _on_statement)
 
 
 def session_class(settings: Settings) -> type[Session]:
-    """The class of the app's sessions: AuditedSession, or a plain Session, which records
-    nothing, when AUDIT_DATA_ENABLED is off."""
+    """The class of the app's sessions: AuditedSession, or a plain Session when
+    AUDIT_DATA_ENABLED is off (its connections then carry `backoffice.audit = off`, set by
+    core/database.py: nothing to tell the database)."""
     return AuditedSession if settings.audit_data_enabled else Session

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlmodel import Field, SQLModel
 
+from backoffice.audit.changes import install_schema
 from backoffice.core.models import enum_field, metadata
 
 REQUEST_ID_MAX_LENGTH = 128
@@ -154,3 +155,7 @@ def _append_only_triggers(table_name: str) -> list[DDL]:
 for _table in (AccessLog.__table__, DataChange.__table__):  # type: ignore[attr-defined]  # SQLModel sets __table__
     for _trigger in _append_only_triggers(_table.name):
         event.listen(_table, "after_create", _trigger)
+
+
+# The data-change triggers of the audited tables, and their functions (audit/changes.py).
+install_schema(metadata)

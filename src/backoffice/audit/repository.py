@@ -1,5 +1,5 @@
-"""The audit tables, read only: the application appends to them through `changes.py` and the
-access-log writer, never through these repositories."""
+"""The audit tables, read only: data changes are appended by the database's triggers
+(`changes.py`), access logs by the access-log writer, never through these repositories."""
 
 from backoffice.audit.models import AccessLog, DataChange
 from backoffice.core.repository import BaseRepository

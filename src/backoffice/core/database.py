@@ -238,6 +238,8 @@ def _server_settings(settings: Settings) -> dict[str, str]:
         "application_name": settings.project_name,
         "statement_timeout": str(settings.db_statement_timeout_ms),
         "timezone": "UTC",
+        # Read by the audit slice's data-change trigger: "off" records nothing.
+        "backoffice.audit": "on" if settings.audit_data_enabled else "off",
     }
 
 
@@ -321,8 +323,8 @@ class Database:
     ) -> "Database":
         """`session_class` is the sync Session under every AsyncSession of both makers: the
         hook a slice's session event listeners hang on (the audit trail's AuditedSession,
-        which core/main.py, the commands and the scripts pass). A plain Session records no
-        data change."""
+        which core/main.py, the commands and the scripts pass). A plain Session's changes are
+        recorded too, with no actor."""
         statement_timeout_s = settings.db_statement_timeout_ms / 1000
         engine = _create_engine(
             url,
