@@ -203,4 +203,8 @@ async def test_a_killed_listener_empties_and_stops_the_cache_until_it_listens_ag
     await until(serving_again, RECONNECT_WAIT_S, "the reconnection")
     assert (await on_b.get(PROBE)).status_code == 200
     assert cache.get(workers.member.access_token) is not None
-    assert len(await listener_pids(engine)) == 2
+
+    async def both_listening() -> bool:  # each worker reconnects on its own jittered back-off
+        return len(await listener_pids(engine)) == 2
+
+    await until(both_listening, RECONNECT_WAIT_S, "both listeners reconnecting")
