@@ -35,6 +35,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("/asyncpg/", "asyncpg (driver)"),
     ("/sqlalchemy/", "SQLAlchemy (sessions, pool, Core)"),
     ("/pydantic", "pydantic (validation, serialization)"),
+    ("/httptools/", "uvicorn (HTTP protocol)"),
     ("/fastapi/", "FastAPI (routing, dependencies)"),
     ("/starlette/", "Starlette (requests, responses)"),
     ("/uvicorn/", "uvicorn (HTTP protocol)"),
@@ -49,7 +50,7 @@ _FILE = re.compile(r"\((?P<file>[^:()]+)(?::\d+)?\)$")
 
 def category(frame: str) -> str:
     match = _FILE.search(frame)
-    path = match.group("file") if match else frame
+    path = "/" + (match.group("file") if match else frame)  # py-spy shortens site-packages paths
     return next((name for marker, name in CATEGORIES if marker in path), "other (stdlib, C)")
 
 
@@ -119,6 +120,7 @@ def main() -> None:
             [*load, f"-d{args.seconds}s", target], check=True, capture_output=True, text=True
         )
         sampler.wait()
+        rows = table(raw)
         if args.svg:
             flame = [*spy, "-d", "5", "-f", "flamegraph", "-o", str(args.svg), "--nonblocking"]
             sampler = subprocess.Popen(flame, stdout=subprocess.DEVNULL)
@@ -127,7 +129,7 @@ def main() -> None:
     rate = next(line for line in wrk_run.stdout.splitlines() if line.startswith("Requests/sec"))
     print(f"{args.path}, 1 worker, {CONNECTIONS} connections: {rate.split()[-1]} req/s\n")
     print("| where the CPU samples were (innermost frame) | share |\n|---|---:|")
-    for name, share in table(raw):
+    for name, share in rows:
         print(f"| {name} | {share:.1f}% |")
 
 

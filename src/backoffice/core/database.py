@@ -38,6 +38,7 @@ from backoffice.core.errors import (
     database_unavailable,
     describe_error,
 )
+from backoffice.core.pagination import bind_cursor_signer
 
 EMBEDDED_DATABASE_NAME = "backoffice"
 # The group role the migrations grant the application's rights to
@@ -411,6 +412,7 @@ async def _commit(session: AsyncSession) -> None:
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for routes that only read, with no explicit transaction."""
+    bind_cursor_signer(request)
     async with database_of(request).read_sessions() as session:
         yield session
 
@@ -580,6 +582,7 @@ def _lost(exc: BaseException) -> bool:
 
 
 async def get_read_connection(request: Request) -> ReadConnection:
+    bind_cursor_signer(request)
     return ReadConnection(database_of(request).read_connections)
 
 

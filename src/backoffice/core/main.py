@@ -32,7 +32,7 @@ from backoffice.core.logging import RequestIdMiddleware, configure_logging
 from backoffice.core.metrics import install_metrics, metrics_lifespan
 from backoffice.core.middleware import BodySizeLimitMiddleware, UnstorableTextMiddleware
 from backoffice.core.openapi import install_openapi
-from backoffice.core.pagination import CursorSigner, bind_cursor_signer
+from backoffice.core.pagination import CursorSigner
 from backoffice.customers import service as customers_service
 from backoffice.customers.router import router as customers_router
 from backoffice.products.router import router as products_router
@@ -94,10 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     public_api = APIRouter(prefix=API_PREFIX)
     public_api.include_router(auth_router)
     # Authenticated by default: a route someone forgets to guard still needs a valid token.
-    # Every list is in this group: its cursors are signed with the app's key.
     api = APIRouter(
         prefix=API_PREFIX,
-        dependencies=[Depends(get_current_principal), Depends(bind_cursor_signer)],
+        dependencies=[Depends(get_current_principal)],
         responses=problem_responses(AuthenticationError, ForbiddenError),
     )
     # Routes are matched in order: the busiest routers first.

@@ -124,9 +124,11 @@ class CursorSigner:
 _request_signer: ContextVar[CursorSigner] = ContextVar("cursor_signer")
 
 
-async def bind_cursor_signer(request: Request) -> None:
-    """A dependency of the routes that page (core/main.py): their cursors are signed and checked
-    with the key of the app serving them, made at start-up (`app.state.cursor_signer`)."""
+def bind_cursor_signer(request: Request) -> None:
+    """Sign and check the request's cursors with the key of the app serving it, made at
+    start-up (`app.state.cursor_signer`). Called by the read dependencies (get_read_session,
+    get_read_connection), through which every page is read: one dependency fewer to solve
+    on every request than a dependency of its own."""
     _request_signer.set(request.app.state.cursor_signer)
 
 
@@ -137,7 +139,7 @@ def _signer_in_use(signer: CursorSigner | None) -> CursorSigner:
         return _request_signer.get()
     except LookupError:
         raise RuntimeError(
-            "no cursor signer: page inside a route that depends on bind_cursor_signer, or pass one"
+            "no cursor signer: page through a read dependency (bind_cursor_signer), or pass one"
         ) from None
 
 
