@@ -1,7 +1,8 @@
 """The application factory: it mounts routers, middleware and error handlers, nothing else."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import gc
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
@@ -43,6 +44,21 @@ from backoffice.tasks.router import router as tasks_router
 API_PREFIX = "/api/v1"
 
 
+@contextmanager
+def startup_objects_frozen() -> Iterator[None]:
+    """Move every object alive once the app has started (modules, routes, models, schemas:
+    about 150,000) out of the garbage collector's reach while it serves. A full collection
+    would otherwise walk them all, a pause of about 40 ms that some request pays every time;
+    they live as long as the process anyway. Undone at shutdown, for processes that build
+    many apps (the tests)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The database first; the access-log writer inside it, so on shutdown the writer flushes
@@ -61,7 +77,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         access_log_lifespan(app),
         metrics_lifespan(app),
     ):
-        yield
+        with startup_objects_frozen():
+            yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
