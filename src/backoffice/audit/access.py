@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backoffice.audit.context import request_state
 from backoffice.audit.models import (
@@ -38,6 +38,7 @@ from backoffice.audit.models import (
 from backoffice.core.config import Settings
 from backoffice.core.database import Database
 from backoffice.core.errors import describe_error, sqlstate_of
+from backoffice.core.middleware import StatusRecorder
 from backoffice.core.network import client_ip, forwarded_chain
 from backoffice.core.text import scrub
 
@@ -271,19 +272,12 @@ class AccessAuditMiddleware:
         token = request_state.set(state)
         started = time.perf_counter()
         occurred_at = datetime.now(UTC)
-        status = 500  # what the client gets if the app fails before answering
-
-        async def send_and_remember_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_and_remember_status)
+            await self.app(scope, receive, recorder)
         finally:
             request_state.reset(token)
-            self._record(scope, state, status, occurred_at, started)
+            self._record(scope, state, recorder.status, occurred_at, started)
 
     def _record(
         self,

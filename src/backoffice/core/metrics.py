@@ -46,10 +46,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_fastapi_instrumentator.routing import get_route_name
 from sqlalchemy.pool import QueuePool
 from starlette.datastructures import State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backoffice.core.config import Settings
 from backoffice.core.errors import UnauthorizedError, problem_responses
+from backoffice.core.middleware import StatusRecorder
 
 METRICS_PATH = "/metrics"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -118,20 +119,13 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the client gets if the app fails before answering
-
-        async def send_and_remember_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         self.in_flight.inc()
         try:
-            await self.app(scope, receive, send_and_remember_status)
+            await self.app(scope, receive, recorder)
         finally:
             self.in_flight.dec()
-            labels = (self._handler(scope), scope["method"], str(status))
+            labels = (self._handler(scope), scope["method"], str(recorder.status))
             self.requests.labels(*labels).inc()
             self.latency.labels(*labels).observe(time.perf_counter() - started)
 

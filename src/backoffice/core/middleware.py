@@ -16,6 +16,23 @@ from backoffice.core.errors import FieldError, problem_response, validation_prob
 from backoffice.core.text import has_unstorable, scrub
 
 
+class StatusRecorder:
+    """An ASGI `send` that remembers the status of the response it sends: 500 until then,
+    which is what the client gets when the app fails before answering. For the middleware
+    that record each request (metrics, the access log)."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
