@@ -48,6 +48,7 @@ BENCH_PRINCIPAL = Principal(
 # auth-off server pay a thread hop the real dependency does not.
 async def _bench_principal(request: Request) -> Principal:
     request.state.user_id = BENCH_PRINCIPAL.id  # as the real dependency does
+    request.state.principal = BENCH_PRINCIPAL
     return BENCH_PRINCIPAL
 
 
