@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backoffice.auth.models import User
 from backoffice.auth.principal_cache import PrincipalCache
-from backoffice.auth.service import authenticate
+from backoffice.auth.service import verify_access_token
 from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED, configure_logging
 from tests.support.http import bearer
@@ -98,7 +98,7 @@ async def test_authentication_with_permissions_is_one_query(
     pair = await tokens_for(session, settings, member)
     statements.clear()
 
-    principal = await authenticate(session, settings, pair.access_token)
+    principal, _ = await verify_access_token(session, settings, pair.access_token)
 
     assert len(statements) == 1, statements
     assert principal.id == member.id

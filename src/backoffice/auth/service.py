@@ -75,17 +75,12 @@ def parse_grants(rows: list[str] | None) -> list[tuple[Module, list[Action]]]:
     return grants
 
 
-async def authenticate(session: AsyncSession, settings: Settings, token: str) -> Principal:
-    """Every check an access token must pass, with the user's permissions, in one query."""
-    principal, _ = await verify_access_token(session, settings, token)
-    return principal
-
-
 async def verify_access_token(
     session: AsyncSession, settings: Settings, token: str
 ) -> tuple[Principal, datetime]:
-    """`authenticate`, and until when its answer holds if nothing changes meanwhile: the
-    token's expiry, or its session's if that comes first (the principal cache's bound)."""
+    """Every check an access token must pass, with the user's permissions, in one query; and
+    until when its answer holds if nothing changes meanwhile: the token's expiry, or its
+    session's if that comes first (the principal cache's bound)."""
     try:
         claims = decode_access_token(settings, token)
     except InvalidTokenError as exc:

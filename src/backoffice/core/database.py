@@ -528,9 +528,6 @@ class ReadConnection:
         rows = await self._fetch(query.sql, query.arguments(values))
         return rows[0] if rows else None
 
-    async def fetch(self, query: CompiledQuery, values: dict[str, Any]) -> list[asyncpg.Record]:
-        return await self._fetch(query.sql, query.arguments(values))
-
     async def fetch_statement(self, statement: ClauseElement) -> list[asyncpg.Record]:
         """The rows of a statement built per request (a filtered, sorted page): compiled once
         per shape (compiled_statement), run with this request's values."""
