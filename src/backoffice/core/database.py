@@ -438,6 +438,17 @@ class CompiledQuery:
         return [values[name] for name in self.parameters]
 
 
+# What the driver raises when the connection itself failed, not the statement: the socket
+# (OSError), the connection's state (InterfaceError: closed; InternalClientError: its protocol
+# caught mid-operation by a connection the server dropped), the server's connection errors.
+_DRIVER_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
+
+
 class ReadPool:
     """asyncpg's own pool, for the hot read routes only (ReadConnection says why): checking a
     connection out of SQLAlchemy's pool and back in costs more than the query. Its connections
@@ -477,7 +488,7 @@ class ReadPool:
         pool = await self._started_pool()
         try:
             connection = await pool.acquire(timeout=self._acquire_timeout_s)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except _DRIVER_CONNECTION_ERRORS as exc:
             raise DatabaseUnreachableError(type(exc).__name__) from exc
         try:
             yield connection
@@ -573,9 +584,7 @@ def compiled_statement(statement: ClauseElement) -> tuple[str, list[Any]]:
 
 def _lost(exc: BaseException) -> bool:
     """A failure that leaves a driver connection unusable or in an unknown state."""
-    return database_unavailable(exc) or isinstance(
-        exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
-    )
+    return database_unavailable(exc) or isinstance(exc, _DRIVER_CONNECTION_ERRORS)
 
 
 async def get_read_connection(request: Request) -> ReadConnection:
