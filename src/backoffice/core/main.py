@@ -4,7 +4,7 @@ import gc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from backoffice.audit import changes
@@ -108,24 +108,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cursor_signer = CursorSigner(settings.secret_key.get_secret_value())
 
     # Login and refresh are the only routes a caller reaches without a token.
-    public_api = APIRouter(prefix=API_PREFIX)
-    public_api.include_router(auth_router)
-    # Authenticated by default: a route someone forgets to guard still needs a valid token.
-    api = APIRouter(
-        prefix=API_PREFIX,
-        dependencies=[Depends(get_current_principal)],
-        responses=problem_responses(AuthenticationError, ForbiddenError),
+    app.include_router(auth_router, prefix=API_PREFIX)
+    # Authenticated by default: every router in this tuple needs a valid token, so a route
+    # someone forgets to guard is still closed. Each is included into the app itself, not
+    # through a group router: FastAPI matches a request once per level of inclusion, so a
+    # level less is a route match less on every request. Busiest first: matched in order.
+    authenticated = (
+        products_router,
+        tasks_router,
+        customers_router,
+        customer_tasks_router,
+        users_router,
+        roles_router,
+        audit_router,
     )
-    # Routes are matched in order: the busiest routers first.
-    api.include_router(products_router)
-    api.include_router(tasks_router)
-    api.include_router(customers_router)
-    api.include_router(customer_tasks_router)
-    api.include_router(users_router)
-    api.include_router(roles_router)
-    api.include_router(audit_router)
-    app.include_router(public_api)
-    app.include_router(api)
+    for router in authenticated:
+        app.include_router(
+            router,
+            prefix=API_PREFIX,
+            dependencies=[Depends(get_current_principal)],
+            responses=problem_responses(AuthenticationError, ForbiddenError),
+        )
     app.include_router(health.router)
     # A customer's tasks decide whether it may go (tasks -> customers, never the reverse).
     customers_service.guard_deletion(tasks_service.detach_customer)
