@@ -1,11 +1,16 @@
 """The settings of a deployment of several nodes behind a transaction-pooling PgBouncer:
 refused at start-up when incomplete, and what each one changes."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from backoffice.core.config import PoolMode, Settings, settings_problems
 from backoffice.core.database import owner_database_url
+from tests.live_server import server_environment
 
 POOLED_URL = "postgresql://app:pw@pgbouncer:6432/backoffice"
 DIRECT_URL = "postgresql://app:pw@db:5432/backoffice"
@@ -82,3 +87,27 @@ def test_migrations_and_the_archive_job_connect_directly_in_transaction_mode(
     overrides: dict[str, object], owner: str
 ) -> None:
     assert owner_database_url(scaled_out(**overrides)) == owner
+
+
+def test_serve_refuses_an_incomplete_scale_out_in_one_line(tmp_path: Path) -> None:
+    """The real command, before any connection: exit 1 and one line that says what is missing."""
+    environment = server_environment(
+        DATABASE_POOL_MODE="transaction", DATABASE_URL=POOLED_URL, RATE_LIMIT_STORAGE_URL=REDIS_URL
+    )
+    refused = subprocess.run(  # our own interpreter and module
+        [sys.executable, "-m", "backoffice", "serve"],
+        cwd=tmp_path,  # no developer's .env
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        "backoffice serve: invalid settings: DATABASE_POOL_MODE=transaction needs "
+        "DATABASE_DIRECT_URL (or PRINCIPAL_CACHE_ENABLED=false): the principal cache's LISTEN "
+        "cannot go through a transaction pooler"
+    ]

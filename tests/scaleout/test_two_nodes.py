@@ -28,7 +28,7 @@ import asyncpg
 import httpx
 import pytest
 
-from backoffice.auth.principal_cache import STALENESS_BOUND_S
+from backoffice.auth.principal_cache import LISTENER_APPLICATION_NAME, STALENESS_BOUND_S
 from tests.live_server import free_port, server_environment, server_process, wait_until_ready
 from tests.scaleout.conftest import Deployment
 from tests.support.factories import PRODUCTS, ROLES, USERS, grant
@@ -40,6 +40,7 @@ SUPERUSER_EMAIL = "two-nodes@example.com"
 SUPERUSER_PASSWORD = "two-nodes-superuser-password"
 MEMBER_PASSWORD = "a long enough passphrase"
 LOGIN_LIMIT = 4  # per client IP and minute, on both nodes together
+WORKERS = 2  # per node
 CLIENTS = 6
 LOAD_S = 5.0  # the first phase, with the cross-node checks running inside it
 LOAD_BEFORE_KILL_S = 1.5
@@ -130,7 +131,7 @@ def _environment(deployment: Deployment, redis_url: str, port: int) -> dict[str,
         FIRST_SUPERUSER_PASSWORD=SUPERUSER_PASSWORD,
         HOST="127.0.0.1",
         PORT=str(port),
-        WORKERS="2",
+        WORKERS=str(WORKERS),
         LOG_LEVEL="WARNING",
         DB_POOL_SIZE="3",
         DB_MAX_OVERFLOW="5",
@@ -442,6 +443,7 @@ class Outcome:
     shared: SharedState
     answered_before_kill: set[str]
     logged: set[str]
+    listeners: int  # principal cache listeners connected to PostgreSQL itself
 
     def of(self, kind: str, *statuses: int) -> list[Answer]:
         return [
@@ -492,6 +494,7 @@ class Outcome:
             f"{len(self.logged)}; after b's SIGKILL a answered "
             f"{sum(x.status is not None for x in self.after_kill_on_a)} of "
             f"{len(self.after_kill_on_a)}",
+            f"  principal cache listeners on the direct URL: {self.listeners}",
         ]
 
 
@@ -522,6 +525,12 @@ async def _run(cluster: Cluster, deployment: Deployment) -> Outcome:
     await _under_load(cluster, product_id, LOAD_S, lambda: _shared_state_checks(cluster, shared))
     answered_before = {x.request_id for x in cluster.answers if x.status is not None}
     logged = await _access_rows_of(deployment.owner_url, answered_before)
+    # Through PgBouncer a listener would hold no backend of its own: these are direct.
+    listeners = await _fetch(
+        deployment.owner_url,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1",
+        LISTENER_APPLICATION_NAME,
+    )
 
     killed_at = float("inf")
 
@@ -541,6 +550,7 @@ async def _run(cluster: Cluster, deployment: Deployment) -> Outcome:
         shared,
         answered_before,
         logged,
+        listeners[0]["n"],
     )
 
 
@@ -562,6 +572,7 @@ async def test_two_nodes_behind_pgbouncer_share_state_and_lose_nothing(
     assert shared.login_statuses == [401] * LOGIN_LIMIT + [429, 429]
     assert shared.refresh_statuses == (200, 401, 401)
     assert set(shared.refusal_delays) == {"logout", "deactivation", "role change"}
+    assert outcome.listeners == 2 * WORKERS  # each worker of each node, on DATABASE_DIRECT_URL
     # Never oversold: each acknowledged take is one unit gone, audited, and the stock ran out.
     assert outcome.oversold == 0
     assert len(outcome.of("take", 200)) <= INITIAL_STOCK - stored.stock == stored.stock_changes
