@@ -1,7 +1,8 @@
 """The engine and the read pool through a real PgBouncer in transaction mode (Debian's 1.18,
 which knows nothing of prepared statements): concurrent transactions and autocommit reads
 share a few server connections without a prepared-statement error and leave no statement
-behind, and the session settings hold in every transaction without reaching other clients."""
+behind, the session settings hold in every transaction without reaching other clients, and
+PostgreSQL down behind PgBouncer is an outage (503), not an unknown error."""
 
 import asyncio
 from collections import Counter
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from backoffice.core.config import Environment, Settings
 from backoffice.core.database import Database, ReadConnection, libpq_url
+from backoffice.core.errors import database_unavailable
 from tests.scaleout.conftest import BOUNCER_POOL_SIZE, Deployment
 
 CLIENTS = 24
@@ -155,3 +157,28 @@ async def test_session_settings_hold_in_every_transaction_and_reach_no_other_cli
     assert elsewhere is not None
     assert elsewhere["statement_timeout"] == "0"
     assert elsewhere["audit"] in {None, ""}
+
+
+async def test_a_database_outage_behind_pgbouncer_is_an_unavailable_database(
+    deployment: Deployment,
+) -> None:
+    """PostgreSQL stopped, PgBouncer still up: the transaction's first statement (the session
+    settings) fails as an outage the error mapper answers 503, not as an unknown error. Last
+    in this module: the server is started again for the tests after it."""
+    database = Database.connect(deployment.pooled_url, transaction_mode(deployment))
+    try:
+        async with database.sessions.begin() as session:  # a pooled connection to PgBouncer
+            await session.execute(text("SELECT 1"))
+        await asyncio.to_thread(deployment.postgres.stop)
+        try:
+            with pytest.raises(Exception) as failed:  # noqa: PT011  # any type: the mapper decides
+                async with database.sessions.begin() as session:
+                    await session.execute(text("SELECT 1"))
+        finally:
+            await asyncio.to_thread(deployment.postgres.start)
+    finally:
+        await database.dispose()
+
+    # SQLAlchemy's own type (the one the error handlers answer), meaning an outage.
+    assert isinstance(failed.value, DBAPIError), repr(failed.value)
+    assert database_unavailable(failed.value), repr(failed.value)

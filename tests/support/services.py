@@ -108,6 +108,10 @@ pool_mode = transaction
 default_pool_size = {pool_size}
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits
+; With PostgreSQL down, a client waits this long for a server connection, then gets an error
+; (the app's 503); PostgreSQL back, a new login is tried within a second.
+query_wait_timeout = 3
+server_login_retry = 1
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid
 log_connections = 0

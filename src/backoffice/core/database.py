@@ -310,6 +310,10 @@ def _set_session_settings(settings: Settings) -> Callable[[Connection], None]:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(_SET_SESSION_SETTINGS, values)
+        except Exception as exc:  # noqa: BLE001  # always re-raised, wrapped, by the call below
+            # As when SQLAlchemy's own BEGIN fails (this hook runs outside its guard): wrapped,
+            # and seen by the handle_error hooks, so an outage is answered as one (503).
+            connection._handle_dbapi_exception(exc, _SET_SESSION_SETTINGS, values, cursor, None)
         finally:
             cursor.close()
 
