@@ -159,6 +159,24 @@ async def test_session_settings_hold_in_every_transaction_and_reach_no_other_cli
     assert elsewhere["audit"] in {None, ""}
 
 
+async def _answering_through_the_pooler(pooled_url: str, within_s: float = 15.0) -> None:
+    """PgBouncer refuses clients for a while after its logins to a stopped server failed
+    (server_login_retry): the tests after this one need it answering again."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            connection = await asyncpg.connect(libpq_url(pooled_url), statement_cache_size=0)
+            try:
+                await connection.fetchval("SELECT 1")
+                return
+            finally:
+                await connection.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def test_a_database_outage_behind_pgbouncer_is_an_unavailable_database(
     deployment: Deployment,
 ) -> None:
@@ -176,6 +194,7 @@ async def test_a_database_outage_behind_pgbouncer_is_an_unavailable_database(
                     await session.execute(text("SELECT 1"))
         finally:
             await asyncio.to_thread(deployment.postgres.start)
+            await _answering_through_the_pooler(deployment.pooled_url)
     finally:
         await database.dispose()
 
