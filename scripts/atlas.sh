@@ -71,8 +71,8 @@ needs_url, dev_from_embedded, command = sys.argv[1] == "1", sys.argv[2] == "1", 
 settings = get_settings()
 env = dict(os.environ)
 if needs_url:  # as the owner: migrations change the schema
-    if owner := settings.database_owner_url or settings.database_url:
-        env["DATABASE_URL"] = libpq_url(owner)
+    if settings.database_owner_url or settings.database_url:  # never through a pooler
+        env["DATABASE_URL"] = libpq_url(owner_database_url(settings))
     else:  # the embedded server: unix socket only, no TLS
         url = owner_database_url(settings)
         env["DATABASE_URL"] = with_defaults(libpq_url(url), sslmode="disable")

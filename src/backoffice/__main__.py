@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backoffice.audit import changes
@@ -33,7 +34,7 @@ from backoffice.auth.bootstrap import ensure_defaults
 from backoffice.auth.retention import PurgeResult, purge_expired_tokens
 from backoffice.auth.service import unlock_account_by_email
 from backoffice.core import embedded
-from backoffice.core.config import Settings, get_settings
+from backoffice.core.config import Settings, get_settings, settings_problems
 from backoffice.core.database import (
     EMBEDDED_APP_LOGIN,
     Database,
@@ -269,6 +270,8 @@ def main() -> None:
     try:
         with _stopped_by_signals() as stop:
             args.handler(args)
+    except ValidationError as exc:  # the settings: one line, not a traceback
+        raise SystemExit(f"backoffice {args.command}: {settings_problems(exc)}") from None
     except Exception as exc:
         if not database_unavailable(exc):
             raise

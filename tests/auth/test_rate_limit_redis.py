@@ -1,54 +1,24 @@
 """The login limit shared through a real Redis, as several workers or hosts would share it."""
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backoffice.auth.models import User
 from backoffice.auth.rate_limit import RateLimiter
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-from tests.live_server import free_port
 from tests.support.http import api_client
+from tests.support.services import redis_server
 from tests.support.users import login
-
-
-class CIEnvironment(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
-    ci: bool = False
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A throwaway redis-server on a free port, for this test session only."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
-        if CIEnvironment().ci:
-            pytest.fail(message)  # CI installs it: missing there is a broken set-up
-        pytest.skip(message)
-    port = free_port()
-    server = subprocess.Popen(  # noqa: S603  # a fixed binary and arguments
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with redis_server() as url:
+        yield url
 
 
 async def _workers(app: FastAPI, settings: Settings) -> list[FastAPI]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+import pytest
 import yaml
 
 from backoffice.core.database import APP_GROUP_ROLE
@@ -142,8 +143,12 @@ def _env_example_values() -> dict[str, str]:
     return documented
 
 
-def test_the_stack_has_db_migrate_and_app() -> None:
-    assert {"db", "migrate", "app"} <= set(_compose()["services"])
+# The API nodes behind the load balancer (README, "Scaling out").
+APP_NODES = ("app1", "app2")
+
+
+def test_the_stack_has_db_migrate_pgbouncer_redis_two_app_nodes_and_a_load_balancer() -> None:
+    assert {"db", "migrate", "pgbouncer", "redis", *APP_NODES, "lb"} <= set(_compose()["services"])
 
 
 def test_db_is_postgresql_18_with_a_healthcheck_and_a_named_volume() -> None:
@@ -188,31 +193,101 @@ def test_migrate_applies_migrations_with_atlas_once_db_is_healthy() -> None:
         assert urlsplit(url).username == _environment(_service("db"))["POSTGRES_USER"]
 
 
-def test_app_starts_after_the_migrations_on_a_healthy_db() -> None:
-    assert _depends_on(_service("app")) == {
+@pytest.mark.parametrize("node", APP_NODES)
+def test_app_starts_after_the_migrations_on_a_healthy_db_pgbouncer_and_redis(node: str) -> None:
+    assert _depends_on(_service(node)) == {
         "db": "service_healthy",
         "migrate": "service_completed_successfully",
+        "pgbouncer": "service_healthy",
+        "redis": "service_healthy",
     }
 
 
-def test_app_reads_env_file_dot_env() -> None:
-    env_file = _service("app")["env_file"]
+@pytest.mark.parametrize("node", APP_NODES)
+def test_app_reads_env_file_dot_env(node: str) -> None:
+    env_file = _service(node)["env_file"]
     entries = env_file if isinstance(env_file, list) else [env_file]
     paths = [entry if isinstance(entry, str) else entry["path"] for entry in entries]
 
     assert ".env" in paths
 
 
-def test_app_connects_to_the_compose_db_as_the_app_role_not_the_owner() -> None:
-    db = _environment(_service("db"))
-    app = _environment(_service("app"))
-    url = app["DATABASE_URL"]
+def test_both_nodes_run_the_same_image_and_settings() -> None:
+    first, second = (_service(node) for node in APP_NODES)
+
+    assert first == second
+
+
+def _database_url(node: str, setting: str) -> tuple[str, SplitResult]:
+    """A node's database URL setting: (its password, the URL with the password masked)."""
+    url = _environment(_service(node))[setting]
     password = _url_password(url)
     assert password is not None
-    parts = urlsplit(url.replace(password, "password"))
+    return password, urlsplit(url.replace(password, "password"))
+
+
+@pytest.mark.parametrize("node", APP_NODES)
+def test_app_nodes_pool_through_pgbouncer_and_listen_on_db_directly(node: str) -> None:
+    """DATABASE_URL through the transaction pooler, the direct URL for what needs a session
+    (LISTEN), both as the app's role; the limits in the compose Redis."""
+    app = _environment(_service(node))
+    _, pooled = _database_url(node, "DATABASE_URL")
+    _, direct = _database_url(node, "DATABASE_DIRECT_URL")
+    ini = (ROOT / "docker/pgbouncer/pgbouncer.ini").read_text()
+    bouncer_port = re.search(r"^listen_port\s*=\s*(\d+)", ini, re.MULTILINE)
+    assert bouncer_port is not None
+
+    assert app["DATABASE_POOL_MODE"] == "transaction"
+    assert re.search(r"^pool_mode\s*=\s*transaction\s*$", ini, re.MULTILINE)
+    assert (pooled.hostname, pooled.port) == ("pgbouncer", int(bouncer_port.group(1)))
+    assert re.search(rf"^{pooled.path.strip('/')}\s*=.*\bhost=db\b", ini, re.MULTILINE)
+    assert (direct.hostname, direct.port) == ("db", 5432)
+    assert urlsplit(app["RATE_LIMIT_STORAGE_URL"]).hostname == "redis"
+    assert "ipam" in str(_compose()["networks"])  # TRUSTED_PROXIES names the balancer's net
+    for subnet in _compose()["networks"]["default"]["ipam"]["config"]:
+        assert subnet["subnet"] in app["TRUSTED_PROXIES"]
+
+
+def test_pgbouncer_reads_the_app_password_from_the_environment_only() -> None:
+    bouncer = _service("pgbouncer")
+    start = (ROOT / "docker/pgbouncer/start.sh").read_text()
+
+    assert _depends_on(bouncer) == {"db": "service_healthy"}
+    assert (
+        _environment(bouncer)[APP_PASSWORD_VARIABLE]
+        == _environment(_service("db"))[APP_PASSWORD_VARIABLE]
+    )
+    assert f'"${APP_PASSWORD_VARIABLE}"' in start
+    assert "healthcheck" in bouncer
+    assert "healthcheck" in _service("redis")
+
+
+def test_the_load_balancer_spreads_over_both_nodes_once_they_are_healthy() -> None:
+    lb = _service("lb")
+    nginx = (ROOT / "docker/nginx/nginx.conf").read_text()
+    upstream = re.search(r"upstream (\w+) \{(.*?)\}", nginx, re.DOTALL)
+    assert upstream is not None
+    port = _environment(_service(APP_NODES[0]))["PORT"]
+
+    assert re.findall(r"^\s*server (\S+?)(?:\s|;)", upstream.group(2), re.MULTILINE) == [
+        f"{node}:{port}" for node in APP_NODES
+    ]
+    assert f"proxy_pass http://{upstream.group(1)};" in nginx
+    assert "X-Forwarded-For" in nginx
+    assert _depends_on(lb) == dict.fromkeys(APP_NODES, "service_healthy")
+    assert "/health/live" in _healthcheck_text(lb["healthcheck"])
+    assert [str(p).rsplit(":", 1)[-1] for p in lb["ports"]] == ["80"]
+
+
+@pytest.mark.parametrize("node", APP_NODES)
+def test_app_connects_to_the_compose_db_as_the_app_role_not_the_owner(node: str) -> None:
+    db = _environment(_service("db"))
+    app = _environment(_service(node))
+    url = app["DATABASE_URL"]
+    password, parts = _database_url(node, "DATABASE_URL")
 
     assert parts.scheme.startswith("postgresql")
-    assert parts.hostname == "db"
+    assert parts.hostname == "pgbouncer"
     assert parts.path == f"/{db['POSTGRES_DB']}"
     # The login role the db's init script creates, which cannot rewrite the audit trail.
     assert parts.username == APP_LOGIN_ROLE
@@ -242,13 +317,13 @@ def test_the_db_creates_the_app_login_role_on_its_first_start() -> None:
     assert re.search(rf"\\getenv \w+ {APP_PASSWORD_VARIABLE}\b", text)
 
 
-def test_app_is_published_and_health_checked() -> None:
-    app = _service("app")
+@pytest.mark.parametrize("node", APP_NODES)
+def test_app_is_reached_through_the_balancer_and_health_checked(node: str) -> None:
+    app = _service(node)
     dockerfile = _dockerfile()
-    container_ports = {str(port).rsplit(":", 1)[-1].split("/")[0] for port in app["ports"]}
 
-    assert container_ports == {_environment(app)["PORT"]}
-    assert container_ports <= {
+    assert "ports" not in app  # the balancer is the one way in
+    assert {_environment(app)["PORT"]} <= {
         port for line in dockerfile.final.all("EXPOSE") for port in line.split()
     }
     assert _environment(app)["HOST"] == "0.0.0.0"  # noqa: S104  # inside the container

@@ -12,9 +12,9 @@ Invalidation is what makes it safe (SECURITY.md, "Principal cache"):
   hearing it back; the cache serves hits only within STALENESS_BOUND_S of the last ping sent
   and heard (its lease). PostgreSQL delivers notifications to a listener in commit order, so a
   ping heard means every change committed before it was sent has been heard too. A lost, dead
-  or frozen connection (or a DATABASE_URL through a transaction-pooling PgBouncer, where LISTEN
-  cannot work) thus stops the cache within the bound; it serves again once a new connection
-  listens and pings, emptied first for the changes of the gap.
+  or frozen connection (or a listener URL through a transaction-pooling PgBouncer, where LISTEN
+  cannot work: DATABASE_DIRECT_URL is for it) thus stops the cache within the bound; it serves
+  again once a new connection listens and pings, emptied first for the changes of the gap.
 - A query that read the old state before a change must not store it after the change emptied
   the cache: each fill carries the generation it started under, and any emptying bumps it.
 """
@@ -340,7 +340,11 @@ async def principal_cache_lifespan(app: FastAPI) -> AsyncIterator[None]:
     database = app.state.database
     attach(database.sessions, cache)
     app.state.principal_cache = cache
-    url = libpq_url(database.engine.url.render_as_string(hide_password=False))
+    # LISTEN needs a session of its own: DATABASE_DIRECT_URL when set (required behind a
+    # transaction pooler, where the engine's URL would never hear a notification).
+    url = libpq_url(
+        settings.database_direct_url or database.engine.url.render_as_string(hide_password=False)
+    )
     listener = PrincipalListener(cache, url, settings.db_connect_timeout_ms / 1000)
     task = asyncio.create_task(listener.run(), name="principal-listener")
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Self
 
 from fastapi import Depends, Request
-from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -23,6 +23,15 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+class PoolMode(StrEnum):
+    """What DATABASE_URL reaches: PostgreSQL itself or a session-pooling PgBouncer (a server
+    connection per client connection), or a transaction-pooling PgBouncer (a server connection
+    per transaction: several API nodes sharing one database, README "Scaling out")."""
+
+    SESSION = "session"
+    TRANSACTION = "transaction"
 
 
 class Settings(BaseSettings):
@@ -45,6 +54,15 @@ class Settings(BaseSettings):
     # The owner's URL, for migrations and the archive job; unset means DATABASE_URL. The app
     # itself should connect as a role that cannot rewrite the audit trail (docs/AUDIT_GUIDE.md).
     database_owner_url: str | None = None
+    # `transaction`: DATABASE_URL goes through a transaction-pooling PgBouncer. The app then
+    # prepares no statement that outlives its transaction, sends PostgreSQL no setting in the
+    # start-up packet (PgBouncer refuses them) but stores them as its role's defaults in the
+    # database, and keeps whatever needs a session to DATABASE_DIRECT_URL (README "Scaling out").
+    database_pool_mode: PoolMode = PoolMode.SESSION
+    # DATABASE_URL's role, straight to PostgreSQL (never through a transaction pooler): the
+    # principal cache's LISTEN connection, and migrations and the archive job when
+    # DATABASE_OWNER_URL is unset. Required in transaction mode while the principal cache is on.
+    database_direct_url: str | None = None
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
     # `task run` / `task serve` stop the embedded server they started when they exit; true
     # leaves it running for the next start (`task db-reset` still stops it).
@@ -55,6 +73,11 @@ class Settings(BaseSettings):
     # engine's DB_POOL_SIZE + DB_MAX_OVERFLOW (docs/PERFORMANCE.md says why).
     db_read_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
+    # How long a statement waits for a lock (0: as long as its statement_timeout allows), and
+    # how long a transaction may sit idle before the server ends its session (0: forever):
+    # behind a transaction pooler, such a transaction pins one of the few server connections.
+    db_lock_timeout_ms: Annotated[int, Field(ge=0)] = 0
+    db_idle_in_transaction_timeout_ms: Annotated[int, Field(ge=0)] = 60_000
     # Outage bounds (README, "When the database fails"): how long a request waits for a new
     # connection, then for a free one from the pool, before it is answered 503.
     db_connect_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 2_000
@@ -81,8 +104,9 @@ class Settings(BaseSettings):
     # principal of every access token it verified, at most this many, and forgets them all on
     # any change to users, roles, grants or sessions: the worker that made the change at once,
     # every other worker within 1 s (PostgreSQL LISTEN/NOTIFY, on a connection of its own to
-    # DATABASE_URL, which must reach PostgreSQL directly, not through a transaction-pooling
-    # PgBouncer). A worker that cannot confirm its listener within 1 s stops using its cache.
+    # DATABASE_DIRECT_URL, else DATABASE_URL: it must reach PostgreSQL directly, not through a
+    # transaction-pooling PgBouncer). A worker that cannot confirm its listener within 1 s
+    # stops using its cache.
     principal_cache_enabled: bool = True
     principal_cache_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
 
@@ -97,7 +121,8 @@ class Settings(BaseSettings):
     # argon2 hashes at once per process (each takes 64 MiB and a core for a fraction of a
     # second, in a worker thread); more wait their turn, so a login flood cannot starve the rest
     password_hash_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
-    # e.g. redis://localhost:6379/0: share the limit between workers and hosts (memory if unset)
+    # e.g. redis://localhost:6379/0: share the limit between workers and hosts (memory if unset,
+    # one budget per worker); required in transaction mode, which means several nodes.
     rate_limit_storage_url: str | None = None
 
     # Client IPs: X-Forwarded-For is believed only when the peer is one of these networks
@@ -149,6 +174,31 @@ class Settings(BaseSettings):
     def serves_docs(self) -> bool:
         return not self.is_production if self.docs_enabled is None else self.docs_enabled
 
+    @property
+    def transaction_pooled(self) -> bool:
+        return self.database_pool_mode is PoolMode.TRANSACTION
+
+    @model_validator(mode="after")
+    def _refuse_incomplete_scale_out(self) -> Self:
+        """A transaction pooler is how several nodes share one database: what each node keeps
+        to itself (a session, an in-memory limit) must live elsewhere, or it is refused here."""
+        if not self.transaction_pooled:
+            return self
+        mode = "DATABASE_POOL_MODE=transaction"
+        if self.database_url is None:
+            raise ValueError(f"{mode} needs DATABASE_URL: the embedded PostgreSQL has no pooler")
+        if self.principal_cache_enabled and self.database_direct_url is None:
+            raise ValueError(
+                f"{mode} needs DATABASE_DIRECT_URL (or PRINCIPAL_CACHE_ENABLED=false): the "
+                "principal cache's LISTEN cannot go through a transaction pooler"
+            )
+        if self.rate_limit_storage_url is None:
+            raise ValueError(
+                f"{mode} (several nodes) needs RATE_LIMIT_STORAGE_URL, e.g. redis://redis:6379/0: "
+                "an in-memory login limit would give each worker its own budget"
+            )
+        return self
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:
         if not self.is_production:
@@ -171,6 +221,17 @@ class Settings(BaseSettings):
                 "production while METRICS_ENABLED is on: /metrics would otherwise answer anyone"
             )
         return self
+
+
+def settings_problems(error: ValidationError) -> str:
+    """Settings refused at start-up, on one line: `NAME: what is wrong` for a value, our
+    validators' own sentence for a combination."""
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        names = ".".join(str(part) for part in problem["loc"]).upper()
+        problems.append(f"{names}: {message}" if names else message)
+    return "invalid settings: " + "; ".join(problems)
 
 
 @lru_cache

@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import ClauseElement, Dialect, event, text
+from sqlalchemy import ClauseElement, Connection, Dialect, event, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
@@ -109,10 +109,13 @@ def with_user(url: str, user: str) -> str:
 
 def owner_database_url(settings: Settings) -> str:
     """Where migrations and the archive job connect: DATABASE_OWNER_URL, else DATABASE_URL
-    (one role for everything, which production refuses at start-up), else the embedded
-    server as its superuser (starting it if needed). Blocking."""
+    (one role for everything, which production refuses at start-up; DATABASE_DIRECT_URL in
+    transaction mode, as both hold a session-level advisory lock across statements), else the
+    embedded server as its superuser (starting it if needed). Blocking."""
     if settings.database_owner_url:
         return settings.database_owner_url
+    if settings.transaction_pooled and settings.database_direct_url:
+        return settings.database_direct_url
     if settings.database_url:
         return settings.database_url
     return start_embedded_postgres(
@@ -234,14 +237,87 @@ async def check_app_role(
     return problems
 
 
+# What every transaction of the app runs under (session_settings gives their values).
+SESSION_SETTINGS = (
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "backoffice.audit",  # read by the audit slice's data-change trigger: "off" records nothing
+)
+
+
+def session_settings(settings: Settings) -> dict[str, str]:
+    values = (
+        settings.db_statement_timeout_ms,
+        settings.db_lock_timeout_ms,
+        settings.db_idle_in_transaction_timeout_ms,
+        "on" if settings.audit_data_enabled else "off",
+    )
+    return dict(zip(SESSION_SETTINGS, map(str, values), strict=True))
+
+
 def _server_settings(settings: Settings) -> dict[str, str]:
+    """The start-up packet's settings. PgBouncer forwards only the few it tracks per client
+    (these two among them) and refuses a connection that names any other, so in transaction
+    mode the session settings are set per transaction instead (_set_session_settings)."""
+    forwarded = {"application_name": settings.project_name, "timezone": "UTC"}
+    if settings.transaction_pooled:
+        return forwarded
+    return forwarded | session_settings(settings)
+
+
+def _unnamed_statement() -> str:
+    return ""
+
+
+def _driver_arguments(settings: Settings) -> dict[str, Any]:
+    """Prepared statements that never outlive their transaction, behind a transaction pooler
+    (the next transaction may run on another server connection). asyncpg with its statement
+    cache off prepares the unnamed statement and parses it again in the very message batch
+    that binds and runs it, so statement and execution always meet on one server connection,
+    in a transaction or not. SQLAlchemy's cache off, and an empty name rather than the unique
+    names its documentation suggests: a named statement stays behind on the server connection
+    (a leak on every one of them), and asyncpg closes it later with a Sync of its own, between
+    a prepare and its execution, which outside a transaction (the autocommit reads) hands the
+    execution to another server connection: "prepared statement ... does not exist"."""
+    if not settings.transaction_pooled:
+        return {}
     return {
-        "application_name": settings.project_name,
-        "statement_timeout": str(settings.db_statement_timeout_ms),
-        "timezone": "UTC",
-        # Read by the audit slice's data-change trigger: "off" records nothing.
-        "backoffice.audit": "on" if settings.audit_data_enabled else "off",
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed_statement,
     }
+
+
+_SET_SESSION_SETTINGS = "SELECT " + ", ".join(
+    f"set_config('{name}', ${index}, true)" for index, name in enumerate(SESSION_SETTINGS, 1)
+)
+
+
+def _set_session_settings(settings: Settings) -> Callable[[Connection], None]:
+    """The engine's `begin` hook in transaction mode: the session settings, local to the
+    transaction that starts, as its first statement. A server connection serves many clients'
+    transactions in turn, so a setting made for the session would reach strangers, and one
+    made in the start-up packet is refused. Reads in autocommit get no transaction: their
+    statements are bounded by the driver's own time-out (DB_STATEMENT_TIMEOUT_MS + 1 s), which
+    cancels them on the server."""
+    values = tuple(session_settings(settings).values())
+
+    def set_session_settings(connection: Connection) -> None:
+        dbapi_connection: Any = connection.connection.dbapi_connection
+        if dbapi_connection.autocommit:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(_SET_SESSION_SETTINGS, values)
+        except Exception as exc:  # noqa: BLE001  # always re-raised, wrapped, by the call below
+            # As when SQLAlchemy's own BEGIN fails (this hook runs outside its guard): wrapped,
+            # and seen by the handle_error hooks, so an outage is answered as one (503).
+            connection._handle_dbapi_exception(exc, _SET_SESSION_SETTINGS, values, cursor, None)
+        finally:
+            cursor.close()
+
+    return set_session_settings
 
 
 def _create_engine(
@@ -265,9 +341,12 @@ def _create_engine(
             "timeout": connect_timeout_s,
             "command_timeout": command_timeout_s,
             "server_settings": _server_settings(settings),
+            **_driver_arguments(settings),
         },
         **pool,
     )
+    if settings.transaction_pooled:
+        event.listen(engine.sync_engine, "begin", _set_session_settings(settings))
     event.listen(engine.sync_engine, "do_connect", _connect_or_unreachable)
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     event.listen(engine.sync_engine, "handle_error", _discard_timed_out_connection)
@@ -467,6 +546,8 @@ class ReadPool:
             command_timeout=statement_timeout_s + 1 if statement_timeout_s else None,
             server_settings=_server_settings(settings),
             reset=_keep_as_is,
+            # Behind a transaction pooler: the unnamed statement only (_driver_arguments).
+            statement_cache_size=0 if settings.transaction_pooled else 100,
         )
         self._started = False
         self._starting = asyncio.Lock()
