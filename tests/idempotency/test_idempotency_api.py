@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
@@ -23,6 +24,7 @@ from tests.idempotency.support import (
     same_answer,
 )
 from tests.support.audit import changes_of
+from tests.support.database import owner_rights
 from tests.support.factories import CUSTOMERS, PRODUCTS, CreateProduct, product_payload
 from tests.support.http import assert_problem, bearer
 from tests.support.users import create_user, tokens_for
@@ -278,6 +280,15 @@ async def test_the_key_is_ignored_where_it_does_not_apply(
 # --- failure points: the claim, the route's COMMIT, the stored answer -----------------------
 
 
+# A failure the database injects at the one step after the route's COMMIT: storing the answer.
+_REFUSE_ANSWERS = (
+    """CREATE FUNCTION pg_temp.refuse_answer() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'answer refused by the test'; END $$""",
+    """CREATE TRIGGER refuse_answer BEFORE UPDATE ON idempotency_keys FOR EACH ROW
+    WHEN (NEW.state = 'completed') EXECUTE FUNCTION pg_temp.refuse_answer()""",
+)
+
+
 async def _claim(
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
@@ -369,6 +380,33 @@ async def test_a_request_whose_answer_was_lost_after_its_commit_never_runs_again
     assert_problem(after_the_lease, 409, "idempotent-answer-lost")
     assert await stock_of(client, product) == 5
     assert [row["state"] for row in await key_rows(session)] == ["applied"]
+
+
+async def test_an_answer_that_could_not_be_stored_after_the_commit_never_runs_again(
+    client: AsyncClient,
+    connection: AsyncConnection,
+    session: AsyncSession,
+    create_product: CreateProduct,
+) -> None:
+    """The route committed and the answer could not be stored (here the database refuses
+    it; a crash or an outage at that moment is the same): the client still gets the route's
+    answer, and a retry never runs the request a second time. This holds because the key is
+    marked applied in the route's own COMMIT."""
+    product = await create_product(stock_quantity=5)
+    async with owner_rights(connection):  # in the test's transaction: rolled back with it
+        for statement in _REFUSE_ANSWERS:
+            await connection.execute(text(statement))
+
+    first = await adjust(client, product, 1, "unstored")
+    while_the_lease_runs = await adjust(client, product, 1, "unstored")
+    await age_key(session, "unstored", lease=True)
+    after_the_lease = await adjust(client, product, 1, "unstored")
+
+    assert first.status_code == 200, first.text
+    assert_problem(while_the_lease_runs, 409, "idempotency-key-in-use")
+    assert_problem(after_the_lease, 409, "idempotent-answer-lost")
+    assert await stock_of(client, product) == 6
+    assert await stock_changes(session, product) == 1
 
 
 async def test_an_attempt_that_lost_its_claim_cannot_commit(
