@@ -3,10 +3,7 @@
 the app, one process at a time (an advisory lock), in batches that each commit on their own.
 An expired key that is not purged yet is already free (service.claim takes it over)."""
 
-import asyncio
-import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
 
@@ -14,15 +11,14 @@ import structlog
 from fastapi import FastAPI
 
 from backoffice.core.config import Settings
-from backoffice.core.database import Database
 from backoffice.core.errors import describe_error
+from backoffice.core.periodic import database_job
 from backoffice.idempotency.repository import IdempotencyRepository
 from backoffice.idempotency.service import SessionMaker
 
 # pg_try_advisory_xact_lock's key: one purger at a time across every process and node.
 PURGE_LOCK_KEY: Final = 0x6964656D5F707572  # "idem_pur"
 PURGE_BATCH_SIZE: Final = 5_000
-FIRST_RUN_MAX_DELAY_S: Final = 60.0
 
 log = structlog.get_logger(__name__)
 
@@ -64,29 +60,10 @@ async def purge_once(sessions: SessionMaker) -> PurgeResult | None:
     return result
 
 
-async def _purge_periodically(sessions: SessionMaker, interval_s: float) -> None:
-    # Spreading the processes' start, not a secret: no need for a CSPRNG.
-    await asyncio.sleep(random.uniform(0, min(interval_s, FIRST_RUN_MAX_DELAY_S)))  # noqa: S311
-    while True:
-        await purge_once(sessions)
-        await asyncio.sleep(interval_s)
-
-
-@asynccontextmanager
-async def idempotency_purge_lifespan(app: FastAPI) -> AsyncIterator[None]:
+def idempotency_purge_lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
     """The periodic purge while the app runs (inside the database's lifespan), unless
     IDEMPOTENCY_PURGE_INTERVAL_MINUTES is 0; cancelled, and awaited, on shutdown."""
     settings: Settings = app.state.settings
-    interval_s = settings.idempotency_purge_interval_minutes * 60
-    if interval_s <= 0:
-        yield
-        return
-    database: Database = app.state.database
-    job = asyncio.create_task(
-        _purge_periodically(database.sessions, interval_s), name="idempotency-purge"
+    return database_job(
+        app, "idempotency-purge", settings.idempotency_purge_interval_minutes, purge_once
     )
-    try:
-        yield
-    finally:
-        job.cancel()
-        await asyncio.wait([job])
