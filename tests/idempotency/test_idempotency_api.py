@@ -2,18 +2,21 @@
 misused key gets its problem, and the failure points between the claim, the route's COMMIT
 and the stored answer never let a write run twice."""
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from httpx import AsyncClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from httpx import AsyncClient, Response
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from backoffice.auth.models import User
 from backoffice.core.config import Settings
 from backoffice.idempotency import service
 from backoffice.idempotency.errors import IdempotencyKeyInUseError
-from backoffice.idempotency.purge import purge_expired_keys
+from backoffice.idempotency.purge import PURGE_LOCK_KEY, PurgeResult, purge_expired_keys
 from tests.idempotency.support import (
     REPLAYED,
     adjust,
@@ -289,96 +292,96 @@ _REFUSE_ANSWERS = (
 )
 
 
-async def _claim(
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """A stock adjustment (+1 on a product of 5) whose first attempt claimed its key as the
+    middleware does, then stopped: what happens next is each test's."""
+
+    client: AsyncClient
+    product: dict[str, Any]
+    key: str
+    held: service.Claim
+
+    async def retry(self) -> Response:
+        return await self.client.post(
+            adjustments(self.product), content=_BODY, headers=keyed(self.key) | _JSON
+        )
+
+
+_BODY = b'{"delta":1}'
+_JSON = {"content-type": "application/json"}
+type Interrupt = Callable[[str], Awaitable[Interrupted]]
+
+
+@pytest.fixture
+def interrupt(
+    client: AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
-    user: User,
-    key: str,
-    body: bytes,
-    path: str,
-) -> service.Claim:
-    """A claim as the middleware makes it, for a request that then 'dies' at some point."""
-    outcome = await service.claim(
-        sessionmaker,
-        service.KeyPolicy.of(settings),
-        f"user:{user.id}",
-        key,
-        service.fingerprint("POST", path, b"", body),
-    )
-    assert isinstance(outcome, service.Claim)
-    return outcome
+    superuser: User,
+    create_product: CreateProduct,
+) -> Interrupt:
+    async def start(key: str) -> Interrupted:
+        product = await create_product(stock_quantity=5)
+        held = await service.claim(
+            sessionmaker,
+            service.KeyPolicy.of(settings),
+            f"user:{superuser.id}",
+            key,
+            service.fingerprint("POST", adjustments(product), b"", _BODY),
+        )
+        assert isinstance(held, service.Claim)
+        return Interrupted(client, product, key, held)
+
+    return start
 
 
 async def test_a_repeat_while_the_first_runs_returns_409_in_use(
-    client: AsyncClient,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    superuser: User,
-    create_product: CreateProduct,
+    client: AsyncClient, interrupt: Interrupt
 ) -> None:
-    product = await create_product(stock_quantity=5)
-    body = b'{"delta":1}'
-    await _claim(sessionmaker, settings, superuser, "busy", body, adjustments(product))
+    running = await interrupt("busy")
 
-    response = await client.post(
-        adjustments(product),
-        content=body,
-        headers=keyed("busy") | {"content-type": "application/json"},
-    )
+    response = await running.retry()
 
     assert_problem(response, 409, "idempotency-key-in-use")
     assert response.headers["retry-after"] == "1"
-    assert await stock_of(client, product) == 5
+    assert await stock_of(client, running.product) == 5
 
 
 async def test_a_request_that_died_before_its_commit_runs_again_once_its_lease_is_over(
-    client: AsyncClient,
-    session: AsyncSession,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    superuser: User,
-    create_product: CreateProduct,
+    client: AsyncClient, session: AsyncSession, interrupt: Interrupt
 ) -> None:
-    product = await create_product(stock_quantity=5)
-    body = b'{"delta":1}'
-    headers = keyed("died") | {"content-type": "application/json"}
-    await _claim(sessionmaker, settings, superuser, "died", body, adjustments(product))
+    died = await interrupt("died")
     await age_key(session, "died", lease=True)
 
-    first = await client.post(adjustments(product), content=body, headers=headers)
-    repeat = await client.post(adjustments(product), content=body, headers=headers)
+    first = await died.retry()
+    repeat = await died.retry()
 
     assert first.status_code == 200, first.text
     same_answer(first, repeat)
-    assert await stock_of(client, product) == 6
-    assert await stock_changes(session, product) == 1
+    assert await stock_of(client, died.product) == 6
+    assert await stock_changes(session, died.product) == 1
 
 
 async def test_a_request_whose_answer_was_lost_after_its_commit_never_runs_again(
     client: AsyncClient,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    superuser: User,
-    create_product: CreateProduct,
+    interrupt: Interrupt,
 ) -> None:
-    product = await create_product(stock_quantity=5)
-    body = b'{"delta":1}'
-    headers = keyed("lost") | {"content-type": "application/json"}
-    held = await _claim(sessionmaker, settings, superuser, "lost", body, adjustments(product))
-    async with (
-        sessionmaker() as route_session
-    ):  # the route's transaction: committed, then the process died
-        await held.mark_applied(route_session)
+    lost = await interrupt("lost")
+    # The route's transaction, committed; then the process died before storing the answer.
+    async with sessionmaker() as route_session:
+        await lost.held.mark_applied(route_session)
         await route_session.commit()
 
-    while_storing = await client.post(adjustments(product), content=body, headers=headers)
+    while_storing = await lost.retry()
     await age_key(session, "lost", lease=True)
-    after_the_lease = await client.post(adjustments(product), content=body, headers=headers)
+    after_the_lease = await lost.retry()
 
     assert_problem(while_storing, 409, "idempotency-key-in-use")
     assert_problem(after_the_lease, 409, "idempotent-answer-lost")
-    assert await stock_of(client, product) == 5
+    assert await stock_of(client, lost.product) == 5
     assert [row["state"] for row in await key_rows(session)] == ["applied"]
 
 
@@ -410,29 +413,20 @@ async def test_an_answer_that_could_not_be_stored_after_the_commit_never_runs_ag
 
 
 async def test_an_attempt_that_lost_its_claim_cannot_commit(
-    client: AsyncClient,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    superuser: User,
-    create_product: CreateProduct,
+    interrupt: Interrupt,
 ) -> None:
     """A request slower than its lease: a retry took the key over and ran; the slow one's
     COMMIT must not apply the same request a second time."""
-    product = await create_product(stock_quantity=5)
-    body = b'{"delta":1}'
-    slow = await _claim(sessionmaker, settings, superuser, "slow", body, adjustments(product))
+    slow = await interrupt("slow")
     await age_key(session, "slow", lease=True)
-    retry = await client.post(
-        adjustments(product),
-        content=body,
-        headers=keyed("slow") | {"content-type": "application/json"},
-    )
+    retry = await slow.retry()
     assert retry.status_code == 200, retry.text
 
     async with sessionmaker() as route_session:
         with pytest.raises(IdempotencyKeyInUseError):
-            await slow.mark_applied(route_session)
+            await slow.held.mark_applied(route_session)
 
 
 # --- expiry and purge --------------------------------------------------------------------------
@@ -470,3 +464,22 @@ async def test_the_purge_deletes_expired_keys_only(
     assert [row["key"] for row in await key_rows(session)] == ["kept"]
     kept = await adjust(client, product, 1, "kept")
     assert kept.headers[REPLAYED] == "true"
+
+
+async def test_a_purge_leaves_the_work_to_another_purger_holding_the_lock(
+    client: AsyncClient,
+    engine: AsyncEngine,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    create_product: CreateProduct,
+) -> None:
+    product = await create_product()
+    await adjust(client, product, 1, "expired")
+    await age_key(session, "expired", life=True)
+
+    async with engine.begin() as other_node:
+        await other_node.execute(select(func.pg_advisory_xact_lock(PURGE_LOCK_KEY)))
+        result = await asyncio.wait_for(purge_expired_keys(sessionmaker), 10)
+
+    assert result == PurgeResult(deleted=0, complete=False)
+    assert [row["key"] for row in await key_rows(session)] == ["expired"]

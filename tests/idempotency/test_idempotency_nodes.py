@@ -3,6 +3,7 @@ database, and a database that fails mid-request. Requests really commit here (th
 committed client's database, emptied afterwards)."""
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -10,6 +11,8 @@ from httpx import AsyncClient, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backoffice.core.config import Settings
+from backoffice.core.main import create_app
 from tests.idempotency.conftest import StartNode
 from tests.idempotency.support import REPLAYED, adjust, keyed, same_answer
 from tests.support.factories import PRODUCTS, product_payload
@@ -118,3 +121,27 @@ async def test_a_503_during_an_outage_is_not_stored_and_the_retry_runs(
     same_answer(after, repeat)
     assert await _stock(committed_client, product) == 6
     assert await _stock_updates(engine, product) == 1
+
+
+async def test_the_running_app_purges_expired_keys_periodically(
+    committed_client: AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    product = await _product(committed_client, stock=5)
+    for key in ("expiring", "kept"):
+        await adjust(committed_client, product, 1, key)
+    async with engine.begin() as owner:
+        await owner.execute(
+            text("UPDATE idempotency_keys SET expires_at = now() WHERE key = 'expiring'")
+        )
+    app = create_app(settings.model_copy(update={"idempotency_purge_interval_minutes": 0.001}))
+
+    async with app.router.lifespan_context(app):
+        deadline = time.monotonic() + 10
+        while await _keys(engine) != ["kept"]:
+            assert time.monotonic() < deadline, "the job did not purge in time"
+            await asyncio.sleep(0.05)
+
+
+async def _keys(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as connection:
+        return list(await connection.scalars(text("SELECT key FROM idempotency_keys ORDER BY key")))

@@ -3,7 +3,6 @@ authenticated POST and PATCH (an operation with `security`), walked over the who
 so a new write route is checked as soon as it exists."""
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,20 +10,13 @@ from fastapi import FastAPI
 
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-
-type Operation = tuple[str, str, dict[str, Any]]
+from tests.core.test_openapi_contract import operations
 
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     app: FastAPI = create_app(Settings(_env_file=None))
     return app.openapi()
-
-
-def operations(document: dict[str, Any]) -> Iterator[Operation]:
-    for path, item in document["paths"].items():
-        for method, operation in item.items():
-            yield method.upper(), path, operation
 
 
 def key_parameter(operation: dict[str, Any]) -> dict[str, Any] | None:
