@@ -118,6 +118,24 @@ async def test_a_conflict_is_not_stored_so_the_retry_runs_again(
     assert [row["state"] for row in await key_rows(session)] == ["completed"]
 
 
+async def test_a_write_without_a_key_costs_no_statement_on_the_keys(
+    client: AsyncClient, create_product: CreateProduct, statements: list[str]
+) -> None:
+    """The hot path: the middleware only looks for the header; with it, the claim and the
+    stored answer are a statement each, and the applied mark one more in the route's own
+    transaction."""
+    product = await create_product()
+    statements.clear()
+
+    without = await client.post(adjustments(product), json={"delta": 1})
+    unkeyed = len(statements)
+    keyed_answer = await adjust(client, product, 1, "counted")
+
+    assert without.status_code == keyed_answer.status_code == 200
+    assert not [sql for sql in statements[:unkeyed] if "idempotency_keys" in sql]
+    assert len([sql for sql in statements[unkeyed:] if "idempotency_keys" in sql]) == 3
+
+
 # --- misused keys ----------------------------------------------------------------------------
 
 
