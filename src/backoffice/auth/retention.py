@@ -6,10 +6,8 @@ A token is deleted only once it has expired: until then a rotated or revoked ref
 must stay, since presenting it again is a replay that revokes its family (service.refresh).
 """
 
-import asyncio
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,17 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backoffice.auth.repository import TokenRepository
 from backoffice.core.config import Settings
-from backoffice.core.database import Database
 from backoffice.core.errors import describe_error
+from backoffice.core.periodic import database_job
 
 # pg_try_advisory_xact_lock's key: one purger at a time across every process and node.
 PURGE_LOCK_KEY: Final = 0x746F6B656E5F7075  # "token_pu"
 # Rows per transaction: each batch commits on its own, so no transaction holds many row
 # locks or runs near the statement time-out, however large the backlog.
 PURGE_BATCH_SIZE: Final = 5_000
-# The first run waits a random part of this (or of the interval, if shorter): processes
-# started together do not all reach for the lock at once.
-FIRST_RUN_MAX_DELAY_S: Final = 60.0
 
 log = structlog.get_logger(__name__)
 
@@ -95,33 +90,8 @@ async def purge_once(sessions: async_sessionmaker[AsyncSession]) -> PurgeResult 
     return result
 
 
-async def _purge_periodically(
-    sessions: async_sessionmaker[AsyncSession], interval_s: float
-) -> None:
-    # Spreading the processes' start, not a secret: no need for a CSPRNG.
-    await asyncio.sleep(random.uniform(0, min(interval_s, FIRST_RUN_MAX_DELAY_S)))  # noqa: S311
-    while True:
-        await purge_once(sessions)
-        await asyncio.sleep(interval_s)
-
-
-@asynccontextmanager
-async def token_purge_lifespan(app: FastAPI) -> AsyncIterator[None]:
+def token_purge_lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
     """The periodic purge while the app runs (entered inside the database's lifespan), unless
     TOKEN_PURGE_INTERVAL_MINUTES is 0; cancelled, and awaited, on shutdown."""
     settings: Settings = app.state.settings
-    interval_s = settings.token_purge_interval_minutes * 60
-    if interval_s <= 0:
-        yield
-        return
-    database: Database = app.state.database
-    job = asyncio.create_task(
-        _purge_periodically(database.sessions, interval_s), name="token-purge"
-    )
-    try:
-        yield
-    finally:
-        job.cancel()
-        # Waits for the cancellation to land without raising it here: a CancelledError
-        # out of this wait can only be the lifespan's own.
-        await asyncio.wait([job])
+    return database_job(app, "token-purge", settings.token_purge_interval_minutes, purge_once)

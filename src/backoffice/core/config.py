@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     # process at a time does the work; auth/retention.py); 0 switches the job off.
     token_purge_interval_minutes: Annotated[float, Field(ge=0)] = 60
 
+    # Idempotency-Key (idempotency/, README "Safe retries"): a key's stored answer is replayed
+    # for this long, then the key may be used afresh and is purged (every
+    # IDEMPOTENCY_PURGE_INTERVAL_MINUTES, one process at a time; 0 switches the job off). A
+    # request holds its key for IDEMPOTENCY_LEASE_SECONDS: a repeat meanwhile is a 409, and a
+    # key whose request died before committing runs again once the lease is over. Keep it
+    # above the longest request (DB_STATEMENT_TIMEOUT_MS bounds each statement).
+    idempotency_key_ttl_hours: Annotated[int, Field(ge=1, le=24 * 365)] = 24
+    idempotency_lease_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    idempotency_purge_interval_minutes: Annotated[float, Field(ge=0)] = 60
+
     # Principal cache (auth/principal_cache.py, SECURITY.md): each worker remembers the
     # principal of every access token it verified, at most this many, and forgets them all on
     # any change to users, roles, grants or sessions: the worker that made the change at once,

@@ -2,11 +2,11 @@
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -461,6 +461,19 @@ def database_of(request: Request) -> Database:
     return database
 
 
+# The request-state key of a hook a middleware may set: awaited with the request's session
+# just before its COMMIT, so what the hook writes commits with the route's changes or not at
+# all (the idempotency slice marks its claimed key applied). A hook that raises rolls back.
+BEFORE_COMMIT: Final = "before_commit"
+type BeforeCommit = Callable[[AsyncSession], Awaitable[None]]
+
+
+async def _before_commit(request: Request, session: AsyncSession) -> None:
+    hook: BeforeCommit | None = request.scope.get("state", {}).get(BEFORE_COMMIT)
+    if hook is not None:
+        await hook(session)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the route succeeds, rolled back otherwise.
     Services and repositories only flush."""
@@ -468,12 +481,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
         except DomainError as exc:
+            if exc.keeps_changes:
+                await _before_commit(request, session)
             await (session.commit() if exc.keeps_changes else session.rollback())
             raise
         except BaseException:
             await session.rollback()
             raise
         await session.flush()  # a failure up to here stored nothing: an ordinary error
+        await _before_commit(request, session)
         await _commit(session)
 
 

@@ -36,6 +36,9 @@ from backoffice.core.openapi import install_openapi
 from backoffice.core.pagination import CursorSigner
 from backoffice.customers import service as customers_service
 from backoffice.customers.router import router as customers_router
+from backoffice.idempotency.middleware import IdempotencyMiddleware
+from backoffice.idempotency.openapi import describe_idempotency
+from backoffice.idempotency.purge import idempotency_purge_lifespan
 from backoffice.products.router import router as products_router
 from backoffice.tasks import service as tasks_service
 from backoffice.tasks.router import customer_tasks_router
@@ -63,7 +66,8 @@ def startup_objects_frozen() -> Iterator[None]:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The database first; the access-log writer inside it, so on shutdown the writer flushes
     its queue before the engine is disposed; the metrics sampler (multiprocess mode) last.
-    The token purge runs inside the database's too, stopped before the engine is disposed.
+    The token and idempotency-key purges run inside the database's too, stopped before the
+    engine is disposed.
     The app's sessions record data changes (the audit slice's Session class), and the role
     check covers the audit tables."""
     async with (
@@ -73,6 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             audit_tables=APPEND_ONLY_TABLES,
         ),
         token_purge_lifespan(app),
+        idempotency_purge_lifespan(app),
         principal_cache_lifespan(app),
         access_log_lifespan(app),
         metrics_lifespan(app),
@@ -134,10 +139,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     customers_service.guard_deletion(tasks_service.detach_customer)
 
     register_error_handlers(app)
-    install_openapi(app, database_prefix=API_PREFIX)
+    install_openapi(app, database_prefix=API_PREFIX, extensions=[describe_idempotency(app.routes)])
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
-    app.add_middleware(UnhandledErrorMiddleware)  # innermost: the others see a plain 500
+    # Innermost: it sees each answer as the client would (errors rendered), and a body the
+    # middleware around it has bounded and checked. A request without Idempotency-Key
+    # passes straight through.
+    app.add_middleware(IdempotencyMiddleware, routes=app.routes)
+    app.add_middleware(UnhandledErrorMiddleware)  # the others see a plain 500
     app.add_middleware(UnstorableTextMiddleware)  # inside the body limit, which bounds it
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(AccessAuditMiddleware, settings=settings)

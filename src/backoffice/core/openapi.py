@@ -12,7 +12,7 @@ PostgreSQL text cannot store. Every string schema without a pattern of its own g
 says so; the patterns the slices write exclude it already.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -125,9 +125,16 @@ def describe_problems(document: dict[str, Any], database_prefix: str) -> dict[st
     return document
 
 
-def install_openapi(app: FastAPI, database_prefix: str) -> None:
+type Extension = Callable[[dict[str, Any]], None]
+
+
+def install_openapi(
+    app: FastAPI, database_prefix: str, extensions: Sequence[Extension] = ()
+) -> None:
     """Serve the rewritten document at the app's `openapi_url` (built once, then cached).
-    Every operation under `database_prefix` needs the database."""
+    Every operation under `database_prefix` needs the database. Each of `extensions` (what
+    a slice adds to the operations it serves: a header, its answers) edits the generated
+    document first, so the answers it adds are rewritten as problems like the others."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -139,6 +146,8 @@ def install_openapi(app: FastAPI, database_prefix: str) -> None:
                 tags=app.openapi_tags,
                 servers=app.servers,
             )
+            for extend in extensions:
+                extend(document)
             app.openapi_schema = describe_problems(document, database_prefix)
         return app.openapi_schema
 
