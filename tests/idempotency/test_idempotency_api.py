@@ -173,7 +173,7 @@ async def test_same_key_on_another_method_path_or_query_returns_422(
     [
         b"",
         b'""',
-        b"unquoted-key",
+        b"bare key with spaces",
         b'"unterminated',
         b'"a\x00b"',
         b'"caf\xc3\xa9"',
@@ -184,7 +184,7 @@ async def test_same_key_on_another_method_path_or_query_returns_422(
     ids=[
         "empty",
         "empty-string",
-        "unquoted",
+        "bare-with-spaces",
         "unterminated",
         "nul",
         "non-ascii",
@@ -231,6 +231,24 @@ async def test_the_longest_key_and_escapes_are_accepted(
         )
         assert first.status_code == 200, first.text
         same_answer(first, repeat)
+
+
+async def test_a_bare_key_is_the_same_key_as_its_quoted_form(
+    client: AsyncClient, create_product: CreateProduct
+) -> None:
+    product = await create_product(stock_quantity=5)
+    bare = b"8e03978e-40d5-43e8-bc93-6894a57f9324"
+
+    first = await client.post(
+        adjustments(product), json={"delta": 1}, headers=[(b"idempotency-key", bare)]
+    )
+    repeat = await client.post(
+        adjustments(product), json={"delta": 1}, headers=[(b"idempotency-key", b'"' + bare + b'"')]
+    )
+
+    assert first.status_code == 200, first.text
+    same_answer(first, repeat)
+    assert await stock_of(client, product) == 6
 
 
 # --- who may use a key -------------------------------------------------------------------------

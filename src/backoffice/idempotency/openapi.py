@@ -18,7 +18,8 @@ PARAMETER: Final[dict[str, Any]] = {
     "required": False,
     "description": (
         "Makes a retry safe (draft-ietf-httpapi-idempotency-key-header): a unique value per "
-        "request, a UUID say, as a Structured Field string in double quotes. A repeat with "
+        "request, a UUID say, as a Structured Field string in double quotes (the draft's "
+        "form) or bare (`8e03978e-...`: letters, digits and `._~:+/=-`). A repeat with "
         "the same key and the same request (method, path, query, body) is not run again: it "
         f"gets the first answer, marked `{service.REPLAYED_HEADER}: true`. Keys are your own, "
         "and kept for IDEMPOTENCY_KEY_TTL_HOURS (24 h by default). 2xx and final 4xx answers "
@@ -27,7 +28,7 @@ PARAMETER: Final[dict[str, Any]] = {
     "schema": {
         "type": "string",
         "pattern": service.KEY_PATTERN,
-        "minLength": 3,
+        "minLength": 1,
         "maxLength": 2 * KEY_MAX_LENGTH + 2,  # every character escaped, and the quotes
     },
     "example": _EXAMPLE_KEY,

@@ -45,11 +45,15 @@ _TRANSIENT_4XX: Final = frozenset(
         HTTPStatus.TOO_MANY_REQUESTS,
     }
 )
-# RFC 8941 sf-string: printable ASCII in double quotes, `"` and `\` escaped with `\`.
+# RFC 8941 sf-string, the draft's form: printable ASCII in double quotes, `"` and `\` escaped
+# with `\`. Also a bare token (a UUID, say), as Stripe-style clients send the header: it cannot
+# be read as anything else, so refusing it would only break those clients. `"abc"` and `abc`
+# are the same key.
 _SF_STRING: Final = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+_BARE_TOKEN: Final = re.compile(r"[A-Za-z0-9._~:+/=-]+")
 _ESCAPE: Final = re.compile(r'\\(["\\])')
 # The OpenAPI document's pattern for the header: the same grammar.
-KEY_PATTERN: Final = r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])+"$'
+KEY_PATTERN: Final = r'^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])+"|[A-Za-z0-9._~:+/=-]+)$'
 
 _CLAIM_ROUNDS: Final = 3
 
@@ -73,10 +77,15 @@ def parse_key(values: Sequence[bytes]) -> str:
         text = values[0].decode("ascii").strip(" \t")
     except UnicodeDecodeError:
         raise MalformedIdempotencyKeyError("The Idempotency-Key is not ASCII.") from None
-    match = _SF_STRING.fullmatch(text)
-    if match is None:
-        raise MalformedIdempotencyKeyError("The Idempotency-Key is not a quoted string.")
-    key = _ESCAPE.sub(r"\1", match.group(1))
+    if _BARE_TOKEN.fullmatch(text):
+        key = text
+    elif match := _SF_STRING.fullmatch(text):
+        key = _ESCAPE.sub(r"\1", match.group(1))
+    else:
+        raise MalformedIdempotencyKeyError(
+            "The Idempotency-Key is neither a quoted string nor a bare token of letters, "
+            "digits and ._~:+/=-."
+        )
     if not 1 <= len(key) <= KEY_MAX_LENGTH:
         raise MalformedIdempotencyKeyError(
             f"The Idempotency-Key is empty or longer than {KEY_MAX_LENGTH} characters."
