@@ -12,7 +12,7 @@ PostgreSQL text cannot store. Every string schema without a pattern of its own g
 says so; the patterns the slices write exclude it already.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -125,9 +125,32 @@ def describe_problems(document: dict[str, Any], database_prefix: str) -> dict[st
     return document
 
 
-def install_openapi(app: FastAPI, database_prefix: str) -> None:
+def offer_alternative_schemes(
+    document: dict[str, Any], schemes: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Add `schemes` to the document's security schemes, each offered on every operation that
+    requires one as an alternative to what it already requires (a `security` list is a
+    choice between its entries). Idempotent; returns the document."""
+    if not schemes:
+        return document
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(schemes)
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            requirements = operation.get("security") if isinstance(operation, dict) else None
+            if requirements:
+                requirements += [{name: []} for name in schemes if {name: []} not in requirements]
+    return document
+
+
+def install_openapi(
+    app: FastAPI,
+    database_prefix: str,
+    alternative_schemes: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
     """Serve the rewritten document at the app's `openapi_url` (built once, then cached).
-    Every operation under `database_prefix` needs the database."""
+    Every operation under `database_prefix` needs the database; every authenticated one also
+    accepts `alternative_schemes` (name -> OpenAPI security scheme)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -139,7 +162,8 @@ def install_openapi(app: FastAPI, database_prefix: str) -> None:
                 tags=app.openapi_tags,
                 servers=app.servers,
             )
-            app.openapi_schema = describe_problems(document, database_prefix)
+            describe_problems(document, database_prefix)
+            app.openapi_schema = offer_alternative_schemes(document, alternative_schemes or {})
         return app.openapi_schema
 
     method: Callable[[], dict[str, Any]] = openapi
