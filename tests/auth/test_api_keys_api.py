@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select, text, update
@@ -17,8 +18,11 @@ from sqlmodel import col
 from backoffice.audit.access import AccessLogWriter
 from backoffice.audit.models import AccessLog
 from backoffice.auth.api_keys import API_KEY_PATTERN, ApiKeyUsage, install_api_keys
+from backoffice.auth.api_keys import new_api_key as new_api_key_value
 from backoffice.auth.models import ApiKey, User
-from backoffice.core.config import Settings
+from backoffice.auth.repository import ApiKeyRepository
+from backoffice.core.config import Environment, Settings
+from backoffice.core.logging import configure_logging, redact_secrets
 from tests.support.api_keys import (
     API_KEYS,
     SERVICE_ACCOUNTS,
@@ -436,3 +440,46 @@ async def test_keys_are_listed_in_pages_and_filtered(client: AsyncClient) -> Non
 async def test_a_missing_key_is_a_404(client: AsyncClient) -> None:
     assert_problem(await client.get(f"{API_KEYS}/987654"), 404)
     assert_problem(await client.delete(f"{API_KEYS}/987654"), 404)
+
+
+# --- keys never reach a log line ------------------------------------------------------------
+
+
+def test_log_redaction_masks_a_key_under_the_names_it_travels_by() -> None:
+    key, _ = new_api_key_value()
+    event = {"api_key": key, "headers": {"Authorization": f"Bearer {key}"}, "event": "x"}
+
+    assert key not in str(redact_secrets(None, "info", event))
+
+
+@pytest.mark.parametrize("environment", [Environment.PRODUCTION, Environment.DEVELOPMENT])
+async def test_no_key_reaches_the_logs_when_minted_refused_or_crashing(
+    app: FastAPI,
+    client: AsyncClient,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    environment: Environment,
+) -> None:
+    configure_logging(settings.model_copy(update={"environment": environment}))
+    structlog.configure(cache_logger_on_first_use=False)
+    capsys.readouterr()
+
+    key = await service_key(client, ["products:read"])
+    secret = key["api_key"].rsplit("_", 1)[1]
+    wrong = key["api_key"][:-1] + ("A" if key["api_key"][-1] != "A" else "B")
+    async with api_client(app, wrong) as refused:
+        assert (await refused.get(PRODUCTS)).status_code == 401
+
+    async def crash(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionResetError("connection to the database was lost")
+
+    monkeypatch.setattr(ApiKeyRepository, "load_principal", crash)
+    async with key_client(app, key) as machine:
+        assert (await machine.get(PRODUCTS)).status_code == 500
+
+    logged = capsys.readouterr().err
+    assert "auth.api_key_rejected" in logged  # the refusal is logged...
+    assert "ConnectionResetError" in logged  # ...and the crash, with its traceback...
+    assert secret not in logged  # ...but never the key
+    assert wrong.rsplit("_", 1)[1] not in logged
