@@ -24,6 +24,7 @@ from typing import Final
 
 import structlog
 from fastapi import FastAPI
+from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backoffice.auth.errors import InvalidAccessTokenError
@@ -74,32 +75,28 @@ def display_prefix(public_id: str) -> str:
     return f"{API_KEY_PREFIX}{public_id}"
 
 
-def looks_like_api_key(token: str) -> bool:
-    """Whether a bearer token is meant as an API key (the rest are access tokens)."""
-    return token.startswith(API_KEY_PREFIX)
+def _key_failure(row: RowMapping | None, key: str) -> str | None:
+    """Why the key's row refuses it (for the log), or None."""
+    if row is None:
+        return "unknown key"
+    checks = {
+        # In constant time: the row was found by its public id, the secret is what is checked.
+        "wrong secret": not hmac.compare_digest(row["key_hash"], hash_api_key(key)),
+        "key revoked": row["revoked_at"] is not None,
+        "key expired": row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC),
+        "service account deactivated": not row["is_active"],
+    }
+    return next((reason for reason, failed in checks.items() if failed), None)
 
 
 async def verify_api_key(
     session: AsyncSession, _settings: Settings, key: str
 ) -> tuple[Principal, datetime]:
-    """The principal of an API key, and until when that answer holds if
-    nothing changes meanwhile; every refusal is the same 401 as a bad access token's."""
+    """The principal of an API key, and until when that answer holds if nothing changes
+    meanwhile; every refusal is the same 401 as a bad access token's."""
     match = API_KEY_PATTERN.fullmatch(key)
     row = None if match is None else await ApiKeyRepository(session).load_principal(match[1])
-    now = datetime.now(UTC)
-    checks = {
-        "malformed key": match is None,
-        "unknown key": row is None,
-        # In constant time: the row was found by its public id, the secret is what is checked.
-        "wrong secret": row is not None
-        and not hmac.compare_digest(row["key_hash"], hash_api_key(key)),
-        "key revoked": row is not None and row["revoked_at"] is not None,
-        "key expired": row is not None
-        and row["expires_at"] is not None
-        and row["expires_at"] <= now,
-        "service account deactivated": row is not None and not row["is_active"],
-    }
-    failure = next((reason for reason, failed in checks.items() if failed), None)
+    failure = "malformed key" if match is None else _key_failure(row, key)
     if failure is not None:
         log.info("auth.api_key_rejected", reason=failure, key_public_id=match and match[1])
         raise InvalidAccessTokenError
