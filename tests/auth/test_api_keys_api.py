@@ -186,18 +186,21 @@ async def test_a_key_acts_as_its_service_account_with_its_permissions_only(
 
 
 async def test_a_key_is_never_a_superuser_whatever_its_permissions(
-    app: FastAPI, client: AsyncClient
+    app: FastAPI, client: AsyncClient, superuser: User
 ) -> None:
-    """Even a key with every permission cannot do what only a superuser may."""
+    """Even a key with every permission cannot do what only a superuser may: here, change a
+    superuser's account (its user-admin permissions let it change anyone else's)."""
     every = [f"{m}:{a}" for m in ("users", "roles") for a in ("read", "create", "update", "delete")]
     key = await service_key(client, every)
+    other = await new_service_account(client, "Someone else")
 
     async with key_client(app, key) as machine:
-        promoted = await machine.patch(
-            f"{USERS}/{key['service_account_id']}", json={"is_superuser": True}
-        )
+        renamed = await machine.patch(f"{USERS}/{other['id']}", json={"full_name": "Renamed"})
+        on_superuser = await machine.patch(f"{USERS}/{superuser.id}", json={"full_name": "Pwned"})
 
-    assert_problem(promoted, 403)
+    assert renamed.status_code == 200, renamed.text
+    problem = assert_problem(on_superuser, 403)
+    assert "superuser" in problem["detail"]
 
 
 @pytest.mark.parametrize(
