@@ -105,7 +105,7 @@ async def _insert_access_logs(connection: asyncpg.Connection, now: datetime) -> 
             "VALUES ($1, $2, $3, $4::inet, $5, $6, $7, $8, $9) RETURNING id",
             *row.values(),
         )
-        rows[row_id] = {"id": row_id, **row}
+        rows[row_id] = {"id": row_id, **row, "api_key_id": None}  # every column is archived
     return rows
 
 
@@ -131,7 +131,7 @@ async def _insert_data_changes(connection: asyncpg.Connection, now: datetime) ->
             "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8) RETURNING id",
             *(json.dumps(value) if isinstance(value, dict) else value for value in row.values()),
         )
-        rows[row_id] = {"id": row_id, **row}
+        rows[row_id] = {"id": row_id, **row, "api_key_id": None}  # every column is archived
     return rows
 
 

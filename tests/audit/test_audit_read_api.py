@@ -188,6 +188,7 @@ async def test_access_log_items_have_every_column(
             occurred_at=EPOCH,
             request_id="req-shape-1",
             user_id=7,
+            api_key_id=3,
             client_ip="203.0.113.7",
             user_agent="curl/8.5",
             method="POST",
@@ -229,6 +230,7 @@ async def test_access_log_items_have_every_column(
             "occurred_at": row.occurred_at,
             "request_id": row.request_id,
             "user_id": row.user_id,
+            "api_key_id": row.api_key_id,
             "client_ip": row.client_ip,
             "user_agent": row.user_agent,
             "method": row.method,
@@ -405,6 +407,7 @@ async def test_data_change_items_have_every_column(
         old_values={"user_id": 3, "role_id": 4},
         new_values=None,
         actor_user_id=77,
+        api_key_id=5,
         request_id="req-shape",
     )
     session.add(change)
@@ -425,6 +428,7 @@ async def test_data_change_items_have_every_column(
         "old_values": {"user_id": 3, "role_id": 4},
         "new_values": None,
         "actor_user_id": 77,
+        "api_key_id": 5,
         "request_id": "req-shape",
     }
     assert datetime.fromisoformat(item["occurred_at"]) == EPOCH

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from backoffice.auth.api_keys import new_api_key
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_PATH = ROOT / ".gitleaks.toml"
 CONFIG: dict[str, Any] = tomllib.loads(CONFIG_PATH.read_text())
@@ -29,7 +31,8 @@ CONFIG: dict[str, Any] = tomllib.loads(CONFIG_PATH.read_text())
 DATABASE_URL_RULE = "backoffice-database-url-password"
 SECRET_KEY_RULE = "backoffice-secret-key-setting"
 PRIVATE_KEY_RULE = "backoffice-private-key"
-CUSTOM_RULE_IDS = {DATABASE_URL_RULE, SECRET_KEY_RULE, PRIVATE_KEY_RULE}
+API_KEY_RULE = "backoffice-api-key"
+CUSTOM_RULE_IDS = {DATABASE_URL_RULE, SECRET_KEY_RULE, PRIVATE_KEY_RULE, API_KEY_RULE}
 
 MARKERS = {
     "<pg>": "postgres",
@@ -37,7 +40,10 @@ MARKERS = {
     "<sk>": "secret_key",
     "<BEGIN>": "-----BEGIN",
     "<END>": "-----END",
+    "<bo>": "bo_sk_",
 }
+# The shape of a key's secret, 43 base62 characters, spelt out without being one.
+_SECRET_43 = "Zk4T" * 10 + "q7W"
 
 
 def planted(template: str) -> str:
@@ -171,6 +177,27 @@ PLANTED_SECRETS = [
     (PRIVATE_KEY_RULE, "key = '''<BEGIN> PRIVATE KEY-----", "<BEGIN> PRIVATE KEY-----"),
     (PRIVATE_KEY_RULE, "<BEGIN> EC PRIVATE KEY-----", "<BEGIN> EC PRIVATE KEY-----"),
     (PRIVATE_KEY_RULE, "<BEGIN> PGP PRIVATE KEY BLOCK-----", "<BEGIN> PGP PRIVATE KEY BLOCK-----"),
+    # An API key in an env file, an HTTP header, JSON, a URL's query string.
+    (
+        API_KEY_RULE,
+        f"BACKOFFICE_API_KEY=<bo>3f9a0c1d2e4b5a69_{_SECRET_43}",
+        f"<bo>3f9a0c1d2e4b5a69_{_SECRET_43}",
+    ),
+    (
+        API_KEY_RULE,
+        f"curl -H 'Authorization: Bearer <bo>0123456789abcdef_{_SECRET_43}' https://api",
+        f"<bo>0123456789abcdef_{_SECRET_43}",
+    ),
+    (
+        API_KEY_RULE,
+        f'{{"api_key": "<bo>ffffffffffffffff_{_SECRET_43}"}}',
+        f"<bo>ffffffffffffffff_{_SECRET_43}",
+    ),
+    (
+        API_KEY_RULE,
+        f"?key=<bo>a1b2c3d4e5f60718_{_SECRET_43}&x=1",
+        f"<bo>a1b2c3d4e5f60718_{_SECRET_43}",
+    ),
 ]
 
 
@@ -210,10 +237,28 @@ def test_a_planted_secret_matches_its_rule(rule_id: str, template: str, secret: 
         "<BEGIN> PUBLIC KEY-----",
         "<BEGIN> CERTIFICATE-----",
         "Paste the PRIVATE KEY block, from BEGIN to END, into the secret store.",
+        # API keys' near misses: the prefix, what lists show, placeholders, look-alikes
+        "Keys start with `<bo>`; lists show `<bo>3f9a0c1d2e4b5a69` only.",
+        "Authorization: Bearer <bo>...",
+        "curl -H 'Authorization: Bearer <bo><public id>_<secret>'",
+        f"<bo>3f9a0c1d2e4b5a69_{_SECRET_43[:-1]}",  # a secret one character short
+        f"<bo>3f9a0c1d2e4b5a69_{_SECRET_43}x",  # ... or one too long
+        f"<bo>3F9A0C1D2E4B5A69_{_SECRET_43}",  # an id that is not lowercase hex
+        f"<bo>3f9a0c1d2e4b5a6_{_SECRET_43}",  # an id one digit short
+        f"x<bo>3f9a0c1d2e4b5a69_{_SECRET_43}",  # inside a longer word
     ],
 )
 def test_benign_text_matches_no_rule(template: str) -> None:
     assert all_findings(planted(template)) == {}
+
+
+def test_a_key_the_api_makes_matches_the_api_key_rule() -> None:
+    """The rule follows the format the code makes (auth/api_keys.py), not just our samples."""
+    keys = [new_api_key()[0] for _ in range(200)]
+
+    for key in keys:
+        assert all_findings(f"export BACKOFFICE_API_KEY={key}") == {API_KEY_RULE: [key]}
+        assert all_findings(f'"Authorization": "Bearer {key}"') == {API_KEY_RULE: [key]}
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,12 @@ calling the API), ReDoc. Each test saves a screenshot under test-artifacts/scree
 
 import re
 
+import httpx
 from playwright.async_api import Locator, Page, Response, expect
 
 from backoffice.auth.dependencies import LOGIN_PATH  # the OAuth2 scheme's tokenUrl
 from tests.e2e.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD, OutsideRequests, screenshot
+from tests.support.api_keys import API_KEYS, SERVICE_ACCOUNTS
 
 ME_PATH = "/api/v1/users/me"
 REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
@@ -34,18 +36,20 @@ async def _authorize(page: Page) -> None:
     await page.locator(".scheme-container button.authorize").click()
     dialog = page.locator(".dialog-ux .modal-ux")
     await expect(dialog).to_be_visible()
-    await dialog.locator("#oauth_username").fill(SUPERUSER_EMAIL)
-    await dialog.locator("#oauth_password").fill(SUPERUSER_PASSWORD)
+    # The dialog offers an API key too (its own form): this is the password flow's.
+    oauth = dialog.locator(".auth-container").filter(has_text="OAuth2PasswordBearer")
+    await oauth.locator("#oauth_username").fill(SUPERUSER_EMAIL)
+    await oauth.locator("#oauth_password").fill(SUPERUSER_PASSWORD)
     # The dialog's own Authorize button: Swagger UI posts the password form to the token URL.
     async with page.expect_response(_is_login) as login:
-        await dialog.locator(".auth-btn-wrapper button.authorize").click()
+        await oauth.locator(".auth-btn-wrapper button.authorize").click()
     assert (await login.value).status == 200
     # Authorized: the dialog says so and offers to log out instead.
-    await expect(dialog.get_by_role("heading", name="Authorized")).to_be_visible()
-    await expect(dialog.locator(".auth-btn-wrapper button.authorize")).to_have_text("Logout")
+    await expect(oauth.get_by_role("heading", name="Authorized")).to_be_visible()
+    await expect(oauth.locator(".auth-btn-wrapper button.authorize")).to_have_text("Logout")
     await expect(dialog.locator(".errors")).to_have_count(0)
     await screenshot(page, "3-swagger-ui-authorized")
-    await dialog.locator(".auth-btn-wrapper button.btn-done").click()
+    await oauth.locator(".auth-btn-wrapper button.btn-done").click()
     await expect(dialog).to_be_hidden()
     await expect(page.locator(".scheme-container button.authorize")).to_have_class(
         re.compile(r"\blocked\b")
@@ -114,3 +118,43 @@ async def test_redoc_renders(page: Page, outside_requests: OutsideRequests) -> N
     # ReDoc's bundle hard-codes one outside URL, the "API docs by Redocly" footer logo; it
     # was aborted (the logo hides itself on error) and everything above rendered without it.
     assert set(outside_requests.urls) <= {REDOCLY_LOGO}
+
+
+async def test_swagger_ui_authorize_with_an_api_key(
+    page: Page, live_server: str, outside_requests: OutsideRequests
+) -> None:
+    """The Authorize dialog's second scheme: a service account's API key, pasted in."""
+    async with httpx.AsyncClient(base_url=live_server) as admin:
+        login = {"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD}
+        token = (await admin.post(LOGIN_PATH, data=login)).json()["access_token"]
+        admin.headers["Authorization"] = f"Bearer {token}"
+        account = (await admin.post(SERVICE_ACCOUNTS, json={"name": "Browser test"})).json()
+        created = await admin.post(
+            API_KEYS, json={"service_account_id": account["id"], "name": "e2e", "permissions": []}
+        )
+        key = created.json()["api_key"]
+    await _open_swagger_ui(page)
+
+    await page.locator(".scheme-container button.authorize").click()
+    dialog = page.locator(".dialog-ux .modal-ux")
+    form = dialog.locator("form").filter(has_text="ApiKey")
+    await form.locator("input").fill(key)
+    await form.locator(".auth-btn-wrapper button.authorize").click()
+    # Authorized: the form's first button now removes the key instead.
+    await expect(form.locator(".auth-btn-wrapper button").first).to_have_text("Logout")
+    await form.locator(".auth-btn-wrapper button.btn-done").click()
+    await expect(dialog).to_be_hidden()
+
+    operation = _operation(page, "GET", ME_PATH)
+    await operation.locator(".opblock-summary").first.click()
+    await operation.get_by_role("button", name="Try it out").click()
+    async with page.expect_request(f"**{ME_PATH}") as sent:
+        await operation.get_by_role("button", name="Execute").click()
+    assert await (await sent.value).header_value("authorization") == f"Bearer {key}"
+    response = operation.locator(".live-responses-table .response")
+    await expect(response.locator(".response-col_status")).to_have_text("200")
+    await expect(response.locator(".response-col_description")).to_contain_text(
+        f'"email": "{account["email"]}"'
+    )
+    await screenshot(operation, "5-swagger-ui-users-me-with-an-api-key")
+    assert outside_requests.urls == []

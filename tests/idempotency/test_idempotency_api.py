@@ -26,6 +26,7 @@ from tests.idempotency.support import (
     keyed,
     same_answer,
 )
+from tests.support.api_keys import new_api_key, new_service_account
 from tests.support.audit import changes_of
 from tests.support.database import owner_rights
 from tests.support.factories import CUSTOMERS, PRODUCTS, CreateProduct, product_payload
@@ -274,6 +275,31 @@ async def test_keys_are_scoped_to_the_caller(
     assert REPLAYED not in theirs.headers
     assert theirs.json()["stock_quantity"] == 7
     assert await stock_changes(session, product) == 2
+
+
+async def test_each_api_key_is_a_caller_of_its_own(
+    client: AsyncClient, anonymous_client: AsyncClient, create_product: CreateProduct
+) -> None:
+    """Two integrations on one service account must not replay each other's answers."""
+    product = await create_product(stock_quantity=5)
+    account = await new_service_account(client)
+    keys = [
+        (await new_api_key(client, account["id"], ["products:update"]))["api_key"] for _ in range(2)
+    ]
+    headers = [bearer(key) | {"Idempotency-Key": '"shared-key"'} for key in keys]
+
+    first, other = [
+        await anonymous_client.post(adjustments(product), json={"delta": 1}, headers=header)
+        for header in headers
+    ]
+    repeat = await anonymous_client.post(
+        adjustments(product), json={"delta": 1}, headers=headers[0]
+    )
+
+    assert first.status_code == other.status_code == 200, (first.text, other.text)
+    assert service.REPLAYED_HEADER not in other.headers
+    same_answer(first, repeat)
+    assert await stock_of(client, product) == 7
 
 
 async def test_without_credentials_the_key_is_ignored_and_the_route_answers_401(

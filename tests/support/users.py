@@ -33,6 +33,7 @@ USER_FIELDS = {
     "full_name",
     "is_active",
     "is_superuser",
+    "is_service_account",
     "locked_until",
     "created_at",
     "updated_at",

@@ -60,6 +60,7 @@ class AccessEntry:
     path: str
     status: int
     duration_ms: float
+    api_key_id: int | None = None  # the API key the caller authenticated with
 
 
 _COLUMNS = tuple(field.name for field in fields(AccessEntry))
@@ -313,6 +314,7 @@ class AccessAuditMiddleware:
                 path=storable(path, PATH_MAX_LENGTH),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                api_key_id=state.get("api_key_id"),
             )
         )
 

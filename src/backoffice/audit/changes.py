@@ -8,8 +8,9 @@ trigger running `audit_data_change()` (migrations/20261202050000_data_change_tri
 arguments are the table's policy computed here (`AuditedTable.trigger_arguments`): the unit of
 work, bulk statements, ON DELETE CASCADE and a psql session are all recorded alike.
 
-Who made the change is read from two transaction-local settings, `backoffice.actor_user_id`
-and `backoffice.request_id` (NULL when unset: scripts, psql). `AuditedSession` sets them with
+Who made the change is read from transaction-local settings, `backoffice.actor_user_id`,
+`backoffice.actor_api_key_id` (the API key the actor used, if any) and `backoffice.request_id`
+(NULL when unset: scripts, psql). `AuditedSession` sets them with
 one statement before its first write in a transaction, and again only if they changed.
 `backoffice.audit = off` (set for the connection when AUDIT_DATA_ENABLED is off) makes the
 trigger record nothing.
@@ -29,6 +30,8 @@ from backoffice.core.config import Settings
 from backoffice.core.logging import REDACTED, is_secret_name
 
 ACTOR_SETTING: Final = "backoffice.actor_user_id"
+# The API key the actor used (auth/api_keys.py); unset for a password login's token.
+API_KEY_SETTING: Final = "backoffice.actor_api_key_id"
 REQUEST_SETTING: Final = "backoffice.request_id"
 # `off` for a connection or a transaction: nothing it changes is recorded (AUDIT_DATA_ENABLED).
 SWITCH_SETTING: Final = "backoffice.audit"
@@ -89,7 +92,8 @@ def _policy(model: Any, table: Table) -> AuditedTable:
             column.key
             for column in columns
             if column.onupdate is not None or column.key == "version"
-        ),
+        )
+        | frozenset(getattr(model, "__audit_bookkeeping__", ())),
         decimals=frozenset(
             column.key
             for column in columns
@@ -189,7 +193,8 @@ BEGIN
     old_values := old_values - unchanged;
   END IF;
   INSERT INTO public.data_changes
-    (entity_type, entity_id, action, old_values, new_values, actor_user_id, request_id)
+    (entity_type, entity_id, action, old_values, new_values, actor_user_id, api_key_id,
+     request_id)
   VALUES (
     TG_ARGV[0],
     entity_id,
@@ -197,6 +202,7 @@ BEGIN
     public.audit_jsonable(old_values, masked, decimals, timestamps),
     public.audit_jsonable(new_values, masked, decimals, timestamps),
     nullif(current_setting('{ACTOR_SETTING}', true), '')::integer,
+    nullif(current_setting('{API_KEY_SETTING}', true), '')::integer,
     nullif(current_setting('{REQUEST_SETTING}', true), '')
   );
   RETURN NULL;
@@ -230,7 +236,8 @@ def install_schema(metadata: MetaData) -> None:
 # --- the actor: who, in which request ---------------------------------------------------------
 
 _SET_ACTOR = (
-    f"SELECT set_config('{ACTOR_SETTING}', $1, true), set_config('{REQUEST_SETTING}', $2, true)"
+    f"SELECT set_config('{ACTOR_SETTING}', $1, true), set_config('{API_KEY_SETTING}', $2, true),"
+    f" set_config('{REQUEST_SETTING}', $3, true)"
 )
 # On the pooled connection's `info`: the actor last set, and in which transaction. The memo
 # holds the transaction objects themselves (until the next one replaces them): compared by
@@ -256,9 +263,14 @@ def bind_actor(connection: Connection) -> None:
         and memo[2] == actor
     ):
         return
-    user_id, request_id = actor
+    user_id, api_key_id, request_id = actor
     connection.exec_driver_sql(
-        _SET_ACTOR, ("" if user_id is None else str(user_id), request_id or "")
+        _SET_ACTOR,
+        (
+            "" if user_id is None else str(user_id),
+            "" if api_key_id is None else str(api_key_id),
+            request_id or "",
+        ),
     )
     connection.info[_ACTOR_SET] = (transaction, savepoint, actor)
 

@@ -46,6 +46,8 @@ class AccessLog(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     request_id: str = Field(sa_column=Column(String(REQUEST_ID_MAX_LENGTH), nullable=False))
     user_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    # The API key the caller authenticated with (null for a password login's token).
+    api_key_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     client_ip: str | None = Field(default=None, sa_column=Column(INET, nullable=True))
     user_agent: str | None = Field(
         default=None, sa_column=Column(String(USER_AGENT_MAX_LENGTH), nullable=True)
@@ -85,6 +87,7 @@ class DataChange(SQLModel, table=True):
     old_values: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
     new_values: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
     actor_user_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    api_key_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     request_id: str | None = Field(
         default=None, sa_column=Column(String(REQUEST_ID_MAX_LENGTH), nullable=True)
     )

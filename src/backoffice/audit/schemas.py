@@ -42,6 +42,7 @@ class AuditEntity(StrEnum):
     ROLE = "role"
     ROLE_GRANT = "role_grant"
     USER_ROLE = "user_role"
+    API_KEY = "api_key"
 
 
 class AuditSort(StrEnum):
@@ -56,6 +57,9 @@ class AccessLogRead(BaseModel):
     occurred_at: datetime
     request_id: str
     user_id: int | None = Field(description="The verified caller; null for anonymous calls.")
+    api_key_id: int | None = Field(
+        description="The API key the caller authenticated with; null for a password login."
+    )
     client_ip: Annotated[str | None, BeforeValidator(_ip_text)]
     user_agent: str | None
     method: str
@@ -83,6 +87,9 @@ class DataChangeRead(BaseModel):
         "update, null for a delete. Secrets read `***`."
     )
     actor_user_id: int | None = Field(description="Who made the change; null outside a request.")
+    api_key_id: int | None = Field(
+        description="The API key the actor used (a service account's); null otherwise."
+    )
     request_id: str | None
 
 

@@ -47,7 +47,7 @@ def _grant_permissions(
     return effective_permissions(typed, is_superuser=is_superuser)
 
 
-def _ensure_holds(
+def ensure_holds(
     actor: Principal, permissions: frozenset[Permission], doing: str = "hand out"
 ) -> None:
     missing = permissions - actor.permissions
@@ -62,7 +62,7 @@ async def _ensure_outranks(session: AsyncSession, actor: Principal, target: User
     admin cannot lock out or remove someone more powerful."""
     assert target.id is not None  # noqa: S101  # loaded from the database
     grants = await UserRepository(session).grants_of(target.id)
-    _ensure_holds(actor, _grant_permissions(grants), "manage an account with")
+    ensure_holds(actor, _grant_permissions(grants), "manage an account with")
 
 
 async def _keep_an_active_superuser(session: AsyncSession, user: User) -> None:
@@ -91,6 +91,8 @@ async def list_users(session: AsyncSession, query: UserListQuery) -> Page[UserRe
         conditions.append(or_(col(User.email).ilike(pattern), col(User.full_name).ilike(pattern)))
     if query.is_active is not None:
         conditions.append(col(User.is_active) == query.is_active)
+    if query.is_service_account is not None:
+        conditions.append(col(User.is_service_account) == query.is_service_account)
     statement: Select[Any] = repository.get_rows_statement().where(*conditions)
     rows, cursor = await repository.paginate(
         statement, USER_ORDERS[query.sort], query.cursor, query.limit
@@ -185,7 +187,7 @@ async def set_user_roles(
     grants = await roles.grants(sorted(set(role_ids) | set(previous)))
     # Adding or removing a role both require holding what it grants.
     changed = set(role_ids) ^ set(previous)
-    _ensure_holds(actor, _grant_permissions(grant for rid in changed for grant in grants[rid]))
+    ensure_holds(actor, _grant_permissions(grant for rid in changed for grant in grants[rid]))
     await users.set_roles(user_id, role_ids)
     log.info("user.roles_set", user_id=user_id, role_ids=sorted(role_ids))
     return [await get_role(session, rid) for rid in sorted(role_ids)]
@@ -238,7 +240,7 @@ def _grants_of(data: RoleCreate | RoleUpdate) -> dict[str, list[str]]:
 
 async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate) -> RoleRead:
     grants = _grants_of(data)
-    _ensure_holds(actor, _grant_permissions(grants.items()))
+    ensure_holds(actor, _grant_permissions(grants.items()))
     repository = RoleRepository(session)
     role = await repository.create(Role(name=data.name, description=data.description))
     assert role.id is not None  # noqa: S101  # flushed by create
@@ -254,11 +256,11 @@ async def update_role(
     check_if_match(if_match, role.version)
     repository = RoleRepository(session)
     current = (await repository.grants([role_id]))[role_id]
-    _ensure_holds(actor, _grant_permissions(current), "change a role with")
+    ensure_holds(actor, _grant_permissions(current), "change a role with")
     changes = data.model_dump(exclude_unset=True, exclude={"grants"})
     if data.grants is not None:
         new_grants = _grants_of(data)
-        _ensure_holds(actor, _grant_permissions(new_grants.items()))
+        ensure_holds(actor, _grant_permissions(new_grants.items()))
         await repository.replace_grants(role_id, new_grants)
         changes["updated_at"] = func.now()  # grants live in their own table: bump the role
     if changes:
@@ -274,6 +276,6 @@ async def delete_role(
     role = await RoleRepository(session).get(role_id)
     check_if_match(if_match, role.version)
     grants = (await RoleRepository(session).grants([role_id]))[role_id]
-    _ensure_holds(actor, _grant_permissions(grants), "delete a role with")
+    ensure_holds(actor, _grant_permissions(grants), "delete a role with")
     await RoleRepository(session).delete(role)
     log.info("role.deleted", role_id=role_id)

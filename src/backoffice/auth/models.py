@@ -54,6 +54,11 @@ class User(SQLModel, table=True):
     is_superuser: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
     )
+    # A machine, not a person (docs/AUTHENTICATION_GUIDE.md, "Service accounts"): it never logs
+    # in with a password and acts only through its API keys.
+    is_service_account: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
     failed_login_count: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )
@@ -193,6 +198,64 @@ class UserRevokedToken(SQLModel, table=True):
     created_at: datetime = created_at_field()
 
 
+API_KEY_PUBLIC_ID_LENGTH = 16
+API_KEY_NAME_MAX_LENGTH = 100
+_PERMISSIONS = ", ".join(f"'{module}:{action}'" for module in Module for action in Action)
+
+
+class ApiKey(SQLModel, table=True):
+    """A service account's credential (auth/api_keys.py). Only the SHA-256 of the key is
+    stored; `public_id`, the part of the key after its prefix, finds the row. The key grants
+    exactly `permissions` ("module:action"), never more than its creator held."""
+
+    __tablename__: ClassVar[str] = "api_keys"
+    __audit_entity__: ClassVar[str] = "api_key"
+    # Written by the usage flush, not by anyone's decision: no data-change row of its own.
+    __audit_bookkeeping__: ClassVar[frozenset[str]] = frozenset({"last_used_at"})
+
+    id: int | None = id_field()
+    public_id: str = Field(sa_column=Column(String(API_KEY_PUBLIC_ID_LENGTH), nullable=False))
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(sa_column=Column(String(API_KEY_NAME_MAX_LENGTH), nullable=False))
+    permissions: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(String(32)), nullable=False, server_default=text("'{}'")),
+    )
+    created_by_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    last_used_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+    version: int = version_field()
+
+    __table_args__ = (
+        Index("uq_api_keys_public_id", "public_id", unique=True),
+        Index("ix_api_keys_created_at_id", "created_at", "id"),
+        Index("ix_api_keys_user_id", "user_id"),
+        Index("ix_api_keys_created_by_id", "created_by_id"),
+        CheckConstraint(
+            f"permissions <@ ARRAY[{_PERMISSIONS}]::varchar[]", name="permissions_known"
+        ),
+    )
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805  # a declared_attr gets the class
+        return optimistic_locking(cls)
+
+
 # --- announcing principal changes (auth/principal_cache.py) ------------------------------
 # The same function and triggers as migrations/20261202040000_principal_invalidation.sql,
 # which says why each exists (the migration test compares both schemas object by object).
@@ -221,6 +284,18 @@ PRINCIPAL_USER_FIELDS = (
 )
 _USER_FIELD_CHANGED = " OR ".join(
     f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in PRINCIPAL_USER_FIELDS
+)
+# The columns of an API key that its principal query reads.
+API_KEY_PRINCIPAL_FIELDS = (
+    "public_id",
+    "key_hash",
+    "user_id",
+    "permissions",
+    "expires_at",
+    "revoked_at",
+)
+_API_KEY_FIELD_CHANGED = " OR ".join(
+    f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in API_KEY_PRINCIPAL_FIELDS
 )
 _PRINCIPAL_TRIGGERS: dict[str, list[str]] = {
     "users": [
@@ -251,6 +326,14 @@ _PRINCIPAL_TRIGGERS: dict[str, list[str]] = {
         "refresh_tokens_principal_deleted AFTER DELETE ON refresh_tokens FOR EACH ROW "
         "WHEN (OLD.revoked_at IS NULL AND OLD.expires_at > now())",
         "refresh_tokens_principal_truncated AFTER TRUNCATE ON refresh_tokens FOR EACH STATEMENT",
+    ],
+    # migrations/20261202080000_api_keys.sql: a key revoked, shortened, re-scoped, moved or
+    # deleted. Its use (last_used_at) and a new key change no principal.
+    "api_keys": [
+        f"api_keys_principal_changed AFTER UPDATE OF {', '.join(API_KEY_PRINCIPAL_FIELDS)} "
+        f"ON api_keys FOR EACH ROW WHEN ({_API_KEY_FIELD_CHANGED})",
+        "api_keys_principal_deleted AFTER DELETE ON api_keys FOR EACH ROW",
+        "api_keys_principal_truncated AFTER TRUNCATE ON api_keys FOR EACH STATEMENT",
     ],
 }
 for _table_name, _triggers in _PRINCIPAL_TRIGGERS.items():

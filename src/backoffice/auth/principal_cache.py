@@ -25,9 +25,10 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
@@ -39,8 +40,10 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from sqlalchemy.orm.attributes import get_history
 
 from backoffice.auth.models import (
+    API_KEY_PRINCIPAL_FIELDS,
     PRINCIPAL_CHANNEL,
     PRINCIPAL_USER_FIELDS,
+    ApiKey,
     RefreshToken,
     Role,
     RoleGrant,
@@ -138,21 +141,26 @@ class PrincipalCache:
         self.clear()
 
 
+type Verifier = Callable[[AsyncSession, Settings, str], Awaitable[tuple[Principal, datetime]]]
+
+
 async def authenticate(
     cache: PrincipalCache | None,
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
     token: str,
+    verify: Verifier | None = None,
 ) -> Principal:
-    """The principal of an access token: from the cache, or fully verified (signature, claims,
-    the principal query on a session of its own) and then cached."""
+    """The principal of an access token (or of an API key, with its `verify`): from the
+    cache, or fully verified (signature, claims, the principal query on a session of its
+    own) and then cached."""
     if cache is not None and (principal := cache.get(token)) is not None:
         return principal
     generation = cache.generation if cache is not None else 0
     # A session of its own, closed at once: holding its connection for the whole request
     # would make every write request need two, and a burst of them could exhaust the pool.
     async with sessions() as session:
-        principal, valid_until = await verify_access_token(session, settings, token)
+        principal, valid_until = await (verify or verify_access_token)(session, settings, token)
     if cache is not None:
         cache.put(token, principal, valid_until.timestamp(), generation)
     return principal
@@ -162,11 +170,11 @@ async def authenticate(
 
 _AUTH_TABLES: Final = frozenset(
     model.__tablename__
-    for model in (User, Role, RoleGrant, UserRole, UserRevokedToken, RefreshToken)
+    for model in (User, Role, RoleGrant, UserRole, UserRevokedToken, RefreshToken, ApiKey)
 )
-# Nobody holds a token of a new user, and a new session or refresh token ends none.
+# Nobody holds a token of a new user, and a new session, refresh token or API key ends none.
 _INSERTS_CHANGE_NOTHING: Final = frozenset(
-    model.__tablename__ for model in (User, Role, RefreshToken)
+    model.__tablename__ for model in (User, Role, RefreshToken, ApiKey)
 )
 
 
@@ -190,6 +198,11 @@ def _object_changes_principals(obj: object, *, new: bool, deleted: bool) -> bool
         case RefreshToken():
             # A rotation revokes a token and links its replacement, inserted with it.
             return deleted or (not new and obj.replaced_by_id is None)
+        case ApiKey():
+            return deleted or (
+                not new
+                and any(get_history(obj, name).has_changes() for name in API_KEY_PRINCIPAL_FIELDS)
+            )
     return False
 
 

@@ -5,7 +5,10 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
+    DateTime,
+    Integer,
     RowMapping,
     Select,
     Table,
@@ -23,7 +26,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from backoffice.auth.models import RefreshToken, Role, RoleGrant, User, UserRevokedToken, UserRole
+from backoffice.auth.models import (
+    ApiKey,
+    RefreshToken,
+    Role,
+    RoleGrant,
+    User,
+    UserRevokedToken,
+    UserRole,
+)
 from backoffice.core.errors import ConflictError, DomainError
 from backoffice.core.repository import BaseRepository
 
@@ -32,6 +43,7 @@ _grants = RoleGrant.__table__  # type: ignore[attr-defined]  # set by SQLModel a
 _user_roles = UserRole.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
 _revoked = UserRevokedToken.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
 _refresh = RefreshToken.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
+_api_keys = ApiKey.__table__  # type: ignore[attr-defined]  # set by SQLModel at runtime
 
 # The whole per-request authentication check in one round trip: the user, whether this
 # token's jti was revoked, until when its session (refresh family) stays alive (NULL: ended),
@@ -77,7 +89,11 @@ _UNCHANGED: Final = {PRINCIPALS_UNCHANGED: True}
 
 
 def account_with_email(email: str) -> ColumnElement[bool]:
-    matches: ColumnElement[bool] = func.lower(_users.c.email) == email.lower()
+    """The account a password login names: never a service account, which has no password
+    anyone could type (it authenticates with its API keys only)."""
+    matches: ColumnElement[bool] = and_(
+        func.lower(_users.c.email) == email.lower(), _users.c.is_service_account.is_(False)
+    )
     return matches
 
 
@@ -305,3 +321,50 @@ class TokenRepository(BaseRepository[RefreshToken]):
             delete(table).where(key.in_(expired)), execution_options=_UNCHANGED
         )
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DELETE
+
+
+# An API key's whole check in one round trip, found by its public id (auth/api_keys.py). What
+# it reads is what the api_keys and users triggers announce when it changes.
+_API_KEY_PRINCIPAL: Select[Any] = (
+    select(
+        _api_keys.c.id,
+        _api_keys.c.key_hash,
+        _api_keys.c.user_id,
+        _api_keys.c.permissions,
+        _api_keys.c.expires_at,
+        _api_keys.c.revoked_at,
+        _users.c.email,
+        _users.c.full_name,
+        _users.c.is_active,
+    )
+    .join(_users, _users.c.id == _api_keys.c.user_id)
+    .where(_api_keys.c.public_id == bindparam("public_id"))
+)
+
+
+class ApiKeyRepository(BaseRepository[ApiKey]):
+    model = ApiKey
+
+    async def load_principal(self, public_id: str) -> RowMapping | None:
+        result = await self.session.execute(_API_KEY_PRINCIPAL, {"public_id": public_id})
+        row: RowMapping | None = result.mappings().one_or_none()
+        return row
+
+    async def record_use(self, used: Mapping[int, datetime]) -> None:
+        """Every key's last use in one statement. Bookkeeping, not an edit: the key's version
+        (ETag) and updated_at stay, no principal changes, and the audit trail skips it
+        (`__audit_bookkeeping__`). A later use already recorded (by another worker) stays."""
+        values = select(
+            func.unnest(bindparam("ids", type_=ARRAY(Integer))).label("id"),
+            func.unnest(bindparam("used", type_=ARRAY(DateTime(timezone=True)))).label("used"),
+        ).subquery("used")
+        await self.session.execute(
+            update(_api_keys)
+            .where(_api_keys.c.id == values.c.id)
+            .values(
+                last_used_at=func.greatest(_api_keys.c.last_used_at, values.c.used),
+                updated_at=_api_keys.c.updated_at,
+            ),
+            {"ids": list(used), "used": list(used.values())},
+            execution_options=_UNCHANGED,
+        )

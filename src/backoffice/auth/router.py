@@ -1,6 +1,5 @@
 """Sessions and tokens: `/auth/sessions` (login, logout) and `/auth/tokens` (refresh)."""
 
-from collections.abc import Sequence
 from typing import Annotated
 
 import structlog
@@ -8,7 +7,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backoffice.auth import service
-from backoffice.auth.dependencies import ClientKey, CurrentPrincipal, PasswordGuardDep
+from backoffice.auth.dependencies import (
+    ClientKey,
+    CurrentPrincipal,
+    PasswordGuardDep,
+    enforce_rate_limit,
+)
 from backoffice.auth.errors import AuthenticationError, RateLimitedError
 from backoffice.auth.rate_limit import RateLimiter, RateLimitState
 from backoffice.auth.schemas import RefreshRequest, TokenPair
@@ -33,25 +37,6 @@ def install_rate_limiters(app: FastAPI, settings: Settings) -> None:
 async def _login_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.login_limiter
     return limiter
-
-
-async def enforce_rate_limit(
-    limiter: RateLimiter, keys: Sequence[str], what: str
-) -> RateLimitState | None:
-    """Count this attempt under each key; 429 past any key's limit, with the tightest key's
-    headers. None when the limiter's storage is down: the account lockout still stands, and
-    the route keeps working (fail open, logged)."""
-    try:
-        states = [await limiter.hit(key) for key in keys]
-    except Exception:  # any storage failure (Redis down, timeout...)
-        log.exception("auth.rate_limiter_unavailable")
-        return None
-    tightest = min(states, key=lambda state: (state.allowed, state.remaining))
-    if not tightest.allowed:
-        raise RateLimitedError(
-            f"Too many {what}; retry in {tightest.reset_after} s.", headers=tightest.headers
-        )
-    return tightest
 
 
 async def rate_limit_login(

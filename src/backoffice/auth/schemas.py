@@ -66,6 +66,9 @@ class UserRead(BaseModel):
     full_name: str
     is_active: bool
     is_superuser: bool
+    is_service_account: bool = Field(
+        description="A machine: no password, it acts through its API keys (`/api-keys`)."
+    )
     locked_until: datetime | None = Field(
         description="Failed logins locked the account until then (no lock when null or past); "
         "`DELETE /users/{id}/lock` unlocks it now."
@@ -135,6 +138,7 @@ class UserListQuery(KeysetQuery):
         str | None, Field(min_length=1, max_length=100, description="Email or name contains")
     ] = None
     is_active: bool | None = None
+    is_service_account: bool | None = None
     sort: UserSort = UserSort.CREATED_AT
 
 

@@ -60,7 +60,8 @@ class Principal:
     full_name: str
     is_superuser: bool
     permissions: frozenset[Permission]
-    claims: AccessClaims
+    claims: AccessClaims | None  # None: an API key, which has no session
+    api_key_id: int | None = None  # the API key the caller authenticated with
 
     def can(self, module: Module, action: Action) -> bool:
         return self.is_superuser or Permission(module, action) in self.permissions
@@ -259,6 +260,8 @@ async def refresh(session: AsyncSession, settings: Settings, refresh_token: str)
 
 async def logout(session: AsyncSession, principal: Principal) -> None:
     claims = principal.claims
+    if claims is None:
+        raise ForbiddenError("An API key has no session to end: revoke the key instead.")
     tokens = TokenRepository(session)
     await tokens.revoke_access_token(claims.jti, principal.id, claims.expires_at)
     await tokens.revoke_family(claims.session_id, datetime.now(UTC))
@@ -284,6 +287,8 @@ async def change_password(
     """Ends every session, this one included, and returns a fresh pair for this client.
     A wrong current password counts towards the lockout like a failed login, booked the same
     way: a stolen access token must not become an unlimited password oracle."""
+    if principal.api_key_id is not None:
+        raise ForbiddenError("A service account has no password: it authenticates with API keys.")
     attempt = await _book_attempt(guard, account_with_id(principal.id))
     if attempt is None:
         raise ForbiddenError("Too many wrong passwords: the account is locked for a while.")

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     password_change_rate_limit: Annotated[str, Field(pattern=r"^\d+\s*(/|per)\s*\d*\s*[a-z]+$")] = (
         "10/minute"  # noqa: S105  # a rate, not a password
     )
+    # Requests per API key (auth/api_keys.py), whatever its permissions
+    api_key_rate_limit: Annotated[str, Field(pattern=r"^\d+\s*(/|per)\s*\d*\s*[a-z]+$")] = (
+        "600/minute"
+    )
     # argon2 hashes at once per process (each takes 64 MiB and a core for a fraction of a
     # second, in a worker thread); more wait their turn, so a login flood cannot starve the rest
     password_hash_concurrency: Annotated[int, Field(ge=1, le=64)] = 2

@@ -11,6 +11,14 @@ from backoffice.audit import changes
 from backoffice.audit.access import AccessAuditMiddleware, access_log_lifespan
 from backoffice.audit.models import APPEND_ONLY_TABLES
 from backoffice.audit.router import router as audit_router
+from backoffice.auth.api_keys import (
+    API_KEY_SCHEME_NAME,
+    API_KEY_SECURITY_SCHEME,
+    api_key_usage_lifespan,
+    install_api_keys,
+)
+from backoffice.auth.api_keys_router import router as api_keys_router
+from backoffice.auth.api_keys_router import service_accounts_router
 from backoffice.auth.dependencies import get_current_principal
 from backoffice.auth.errors import AuthenticationError
 from backoffice.auth.principal_cache import principal_cache_lifespan
@@ -79,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         token_purge_lifespan(app),
         idempotency_purge_lifespan(app),
         principal_cache_lifespan(app),
+        api_key_usage_lifespan(app),
         access_log_lifespan(app),
         metrics_lifespan(app),
     ):
@@ -109,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One argon2 cap per process: hashing runs in threads, at most this many at once.
     app.state.password_hasher = PasswordHasher(settings.password_hash_concurrency)
     install_rate_limiters(app, settings)
+    install_api_keys(app, settings)
     # Cursors signed with this app's own key, not the process's cached settings.
     app.state.cursor_signer = CursorSigner(settings.secret_key.get_secret_value())
 
@@ -125,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         customer_tasks_router,
         users_router,
         roles_router,
+        service_accounts_router,
+        api_keys_router,
         audit_router,
     )
     for router in authenticated:
@@ -139,7 +151,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     customers_service.guard_deletion(tasks_service.detach_customer)
 
     register_error_handlers(app)
-    install_openapi(app, database_prefix=API_PREFIX, extensions=[describe_idempotency(app.routes)])
+    install_openapi(
+        app,
+        database_prefix=API_PREFIX,
+        extensions=[describe_idempotency(app.routes)],
+        # Swagger's Authorize dialog takes an API key as well as a password login.
+        alternative_schemes={API_KEY_SCHEME_NAME: API_KEY_SECURITY_SCHEME},
+    )
     # The last added is the outermost: the request id exists before anything can fail, and
     # the access audit sees every answer, a 413 from the body limit included.
     # Innermost: it sees each answer as the client would (errors rendered), and a body the

@@ -12,7 +12,7 @@ PostgreSQL text cannot store. Every string schema without a pattern of its own g
 says so; the patterns the slices write exclude it already.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -125,14 +125,36 @@ def describe_problems(document: dict[str, Any], database_prefix: str) -> dict[st
     return document
 
 
+def offer_alternative_schemes(
+    document: dict[str, Any], schemes: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Add `schemes` to the document's security schemes, each offered on every operation that
+    requires one as an alternative to what it already requires (a `security` list is a
+    choice between its entries). Idempotent; returns the document."""
+    if not schemes:
+        return document
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(schemes)
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            requirements = operation.get("security") if isinstance(operation, dict) else None
+            if requirements:
+                requirements += [{name: []} for name in schemes if {name: []} not in requirements]
+    return document
+
+
 type Extension = Callable[[dict[str, Any]], None]
 
 
 def install_openapi(
-    app: FastAPI, database_prefix: str, extensions: Sequence[Extension] = ()
+    app: FastAPI,
+    database_prefix: str,
+    extensions: Sequence[Extension] = (),
+    alternative_schemes: Mapping[str, dict[str, Any]] | None = None,
 ) -> None:
     """Serve the rewritten document at the app's `openapi_url` (built once, then cached).
-    Every operation under `database_prefix` needs the database. Each of `extensions` (what
+    Every operation under `database_prefix` needs the database; every authenticated one also
+    accepts `alternative_schemes` (name -> OpenAPI security scheme). Each of `extensions` (what
     a slice adds to the operations it serves: a header, its answers) edits the generated
     document first, so the answers it adds are rewritten as problems like the others."""
 
@@ -148,7 +170,8 @@ def install_openapi(
             )
             for extend in extensions:
                 extend(document)
-            app.openapi_schema = describe_problems(document, database_prefix)
+            describe_problems(document, database_prefix)
+            app.openapi_schema = offer_alternative_schemes(document, alternative_schemes or {})
         return app.openapi_schema
 
     method: Callable[[], dict[str, Any]] = openapi

@@ -35,8 +35,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backoffice.auth import principal_cache
-from backoffice.auth.dependencies import get_current_principal
+from backoffice.auth.dependencies import authenticate_bearer, get_current_principal
 from backoffice.auth.service import Principal
 from backoffice.core.database import BEFORE_COMMIT, database_of
 from backoffice.core.errors import (
@@ -234,14 +233,8 @@ class IdempotencyMiddleware:
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         if scheme.lower() != "bearer" or not token:
             return None
-        state = request.app.state
         try:
-            return await principal_cache.authenticate(
-                getattr(state, "principal_cache", None),
-                database_of(request).read_sessions,
-                state.settings,
-                token,
-            )
+            return await authenticate_bearer(request, token)
         except UnauthorizedError:
             return None
         except Exception as exc:

@@ -65,7 +65,10 @@ log = structlog.get_logger(__name__)
 def caller_scope(principal: Principal) -> str:
     """Whose keys these are: two callers may use the same key for different requests. The one
     place that says who a principal is, for keys (another kind of principal, an API key say,
-    gets a prefix of its own here)."""
+    gets a prefix of its own here). Each API key is a caller of its own, even beside another
+    key of the same service account: two integrations must not replay each other's answers."""
+    if principal.api_key_id is not None:
+        return f"api_key:{principal.api_key_id}"
     return f"user:{principal.id}"
 
 
