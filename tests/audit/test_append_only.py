@@ -33,23 +33,28 @@ _COLUMN = {"access_logs": "status = 500", "data_changes": "entity_id = '2'"}
 
 
 async def _audit_tables(connection: AsyncConnection) -> list[str]:
-    """Every table the append-only trigger function guards, from the catalog."""
+    """Every table the append-only trigger function guards, from the catalog; its partitions
+    are tested on their own (test_partitions.py)."""
     names = await connection.scalars(
         text("""
             SELECT DISTINCT rel.relname FROM pg_trigger trg
             JOIN pg_class rel ON rel.oid = trg.tgrelid
             JOIN pg_proc proc ON proc.oid = trg.tgfoid
             WHERE proc.proname = 'audit_append_only'
-              AND rel.relnamespace = 'public'::regnamespace
+              AND rel.relnamespace = 'public'::regnamespace AND NOT rel.relispartition
             ORDER BY 1""")
     )
     return list(names)
 
 
 async def _business_tables(connection: AsyncConnection) -> list[str]:
-    """Every other table of the schema but the archive's bookkeeping (the archive job's)."""
+    """Every other table of the schema but the archive's bookkeeping (the archive job's), and
+    the audit tables' partitions."""
     names = await connection.scalars(
-        text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        text("""
+            SELECT tablename FROM pg_tables JOIN pg_class rel ON rel.relname = tablename
+              AND rel.relnamespace = 'public'::regnamespace
+            WHERE schemaname = 'public' AND NOT rel.relispartition ORDER BY 1""")
     )
     excluded = {*await _audit_tables(connection), AuditArchiveBatch.__tablename__}
     return [name for name in names if name not in excluded]
