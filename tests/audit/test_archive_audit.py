@@ -460,6 +460,16 @@ async def test_crash_after_a_partition_and_in_the_row_path_then_resume(
     assert len(committed) == 1
 
 
+async def _append(connection: asyncpg.Connection, occurred_at: datetime) -> int:
+    """One more access log row, besides the seeded ones; its id."""
+    row_id: int = await connection.fetchval(
+        "INSERT INTO access_logs (occurred_at, request_id, method, path, status, duration_ms) "
+        "VALUES ($1, 'extra', 'GET', '/extra', 200, 1) RETURNING id",
+        occurred_at,
+    )
+    return row_id
+
+
 async def test_a_row_arriving_for_a_detached_month_is_archived_by_the_row_path(
     database_url: str,
     db: asyncpg.Connection,
@@ -476,13 +486,7 @@ async def test_a_row_arriving_for_a_detached_month_is_archived_by_the_row_path(
         connection: asyncpg.Connection, partition: str, batches: list[BatchResult]
     ) -> None:
         if not late:
-            late.append(
-                await db.fetchval(
-                    "INSERT INTO access_logs (occurred_at, request_id, method, path, status, "
-                    "duration_ms) VALUES ($1, 'late', 'GET', '/late', 200, 1) RETURNING id",
-                    month_start(seeded.now, 4) + timedelta(days=1),
-                )
-            )
+            late.append(await _append(db, month_start(seeded.now, 4) + timedelta(days=1)))
         await commit(connection, partition, batches)
 
     monkeypatch.setattr(archive_module, "_commit_partition", insert_a_late_row_first)
@@ -508,11 +512,7 @@ async def test_rows_of_the_default_partition_take_the_row_path(
     """Rows no month partition covers (the run's own start-up would move them to a new one:
     here it is skipped) are archived row by row."""
     ancient = {
-        await db.fetchval(
-            "INSERT INTO access_logs (occurred_at, request_id, method, path, status, "
-            "duration_ms) VALUES ($1, 'old', 'GET', '/old', 200, 1) RETURNING id",
-            datetime(2001, 1, 1, tzinfo=UTC) + timedelta(days=day),
-        )
+        await _append(db, datetime(2001, 1, 1, tzinfo=UTC) + timedelta(days=day))
         for day in range(3)
     }
 

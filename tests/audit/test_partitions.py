@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING
@@ -23,9 +22,9 @@ from backoffice.audit.partitions import (
 from backoffice.core.config import Settings
 from backoffice.core.database import libpq_url
 from backoffice.core.main import create_app
+from tests.audit.refusals import INSUFFICIENT_PRIVILEGE, refusal
 from tests.support.database import as_app, owner_rights, scratch_database
 
-INSUFFICIENT_PRIVILEGE = "42501"
 INVALID_PARAMETER_VALUE = "22023"
 _INSERTS = {
     "access_logs": (
@@ -52,18 +51,6 @@ async def _partitions(connection: AsyncConnection) -> dict[str, str]:
     """Every partition of the audit tables, with its bound (`DEFAULT` or `FOR VALUES ...`)."""
     rows = await connection.execute(_PARTITIONS, {"tables": list(APPEND_ONLY_TABLES)})
     return {row.partition: row.bound for row in rows}
-
-
-async def _refusal(connection: AsyncConnection, statement: str) -> str | None:
-    """The SQLSTATE the statement was refused with; None if it ran. Undone either way."""
-    try:
-        async with connection.begin_nested() as savepoint:
-            await connection.execute(text(statement))
-            await savepoint.rollback()
-    except DBAPIError as exc:
-        sqlstate: str = exc.orig.sqlstate  # type: ignore[union-attr]  # asyncpg's error has it
-        return sqlstate
-    return None
 
 
 async def _ensure(connection: AsyncConnection, months_ahead: int = MONTHS_AHEAD) -> int:
@@ -146,14 +133,14 @@ async def test_ensure_refuses_a_horizon_out_of_range(
 ) -> None:
     statement = f"SELECT {ENSURE_FUNCTION}({months_ahead})"
 
-    assert await _refusal(connection, statement) == INVALID_PARAMETER_VALUE
+    assert await refusal(connection, statement) == INVALID_PARAMETER_VALUE
 
 
 async def test_the_app_role_may_not_attach_partitions_itself(connection: AsyncConnection) -> None:
     """Only the archive job (the owner) re-attaches a partition it detached."""
     statement = "SELECT audit_attach_month('access_logs', '2300-01-01', true)"
 
-    assert await _refusal(connection, statement) == INSUFFICIENT_PRIVILEGE
+    assert await refusal(connection, statement) == INSUFFICIENT_PRIVILEGE
 
 
 async def test_every_partition_is_guarded_like_its_table(connection: AsyncConnection) -> None:
@@ -199,7 +186,7 @@ async def test_a_partition_made_later_refuses_rewrites_like_the_first_ones(
     await connection.execute(text(f"SET LOCAL {RETENTION_SETTING} = 'on'"))
 
     app_refusals = {
-        statement: await _refusal(connection, statement.format(name=partition))
+        statement: await refusal(connection, statement.format(name=partition))
         for statement in (
             "SELECT * FROM {name}",
             "INSERT INTO {name} SELECT * FROM {name}",
@@ -214,7 +201,7 @@ async def test_a_partition_made_later_refuses_rewrites_like_the_first_ones(
     await connection.execute(text(f"SET LOCAL {RETENTION_SETTING} = 'off'"))
     async with owner_rights(connection):
         owner_refusals = {
-            statement: await _refusal(connection, statement.format(name=partition))
+            statement: await refusal(connection, statement.format(name=partition))
             for statement in ("UPDATE {name} SET id = id", "DELETE FROM {name}", "TRUNCATE {name}")
         }
 
