@@ -69,6 +69,7 @@ DECLARE
   this_month timestamp := date_trunc('month', now() AT TIME ZONE 'UTC');
   parent text;
   month timestamp;
+  partition regclass;
   created integer := 0;
 BEGIN
   IF months_ahead IS NULL OR months_ahead NOT BETWEEN 0 AND 24 THEN
@@ -85,6 +86,21 @@ BEGIN
       IF public.audit_attach_month(parent, month) THEN
         created := created + 1;
       END IF;
+    END LOOP;
+    -- A partition made by hand (CREATE TABLE ... PARTITION OF) has the default privileges,
+    -- which grant the app's role UPDATE and DELETE, and no TRUNCATE guard: guard it.
+    FOR partition IN
+      SELECT inh.inhrelid::regclass FROM pg_inherits inh
+      WHERE inh.inhparent = to_regclass(format('public.%I', parent))
+        AND (has_table_privilege('backoffice_app', inh.inhrelid,
+                                 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+             OR NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = inh.inhrelid
+                            AND tgname = parent || '_no_truncate'))
+    LOOP
+      EXECUTE format('REVOKE ALL ON %s FROM backoffice_app', partition);
+      EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON %s '
+                     'FOR EACH STATEMENT EXECUTE FUNCTION public.audit_append_only()',
+                     parent || '_no_truncate', partition);
     END LOOP;
   END LOOP;
   RETURN created;

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING
 from backoffice.audit.partitions import (
@@ -20,7 +20,7 @@ from backoffice.audit.partitions import (
     default_partition,
 )
 from backoffice.core.config import Settings
-from backoffice.core.database import libpq_url
+from backoffice.core.database import app_role_problems, libpq_url, sqlalchemy_url
 from backoffice.core.main import create_app
 from tests.audit.refusals import INSUFFICIENT_PRIVILEGE, refusal
 from tests.support.database import as_app, owner_rights, scratch_database
@@ -289,3 +289,45 @@ async def test_the_app_start_up_makes_the_partitions_and_a_failure_does_not_stop
 
     warnings = [log for log in logs if log["event"] == "audit.partitions_not_ensured"]
     assert [log["log_level"] for log in warnings] == ["warning"]
+
+
+@pytest.mark.committed
+async def test_a_partition_made_by_hand_is_reported_then_guarded_by_the_next_ensure(
+    scratch: str, app_login: tuple[str, str]
+) -> None:
+    """`CREATE TABLE ... PARTITION OF` by the owner, without the functions: the default
+    privileges grant the app's role UPDATE and DELETE on it, which the start-up role check
+    reports, and the next ensure takes away (and adds the TRUNCATE guard)."""
+    app_url = as_app(scratch, app_login)
+    owner = await asyncpg.connect(libpq_url(scratch))
+    try:
+        await owner.execute(
+            "CREATE TABLE access_logs_p2500_01 PARTITION OF access_logs "
+            "FOR VALUES FROM ('2500-01-01Z') TO ('2500-02-01Z')"
+        )
+        reported = await _role_problems(app_url)
+        app = await asyncpg.connect(libpq_url(app_url))
+        try:
+            await app.fetchval(f"SELECT {ENSURE_FUNCTION}()")
+        finally:
+            await app.close()
+        guards = await owner.fetchval(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'access_logs_p2500_01'::regclass "
+            "AND tgname = 'access_logs_no_truncate'"
+        )
+    finally:
+        await owner.close()
+
+    assert reported == [
+        f"role {app_login[0]} may UPDATE, DELETE or TRUNCATE audit table access_logs_p2500_01"
+    ]
+    assert await _role_problems(app_url) == []
+    assert guards == 1
+
+
+async def _role_problems(url: str) -> list[str]:
+    engine = create_async_engine(sqlalchemy_url(url))
+    try:
+        return await app_role_problems(engine, APPEND_ONLY_TABLES)
+    finally:
+        await engine.dispose()

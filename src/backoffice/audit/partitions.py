@@ -14,9 +14,10 @@ Two functions in the database (created by migrations/20261202060000_partition_au
   and gives it the TRUNCATE guard. `adopt` re-attaches a partition the archive job detached
   and did not get to drop (a crashed run); only the archive job asks for that.
 - `audit_ensure_partitions(months_ahead)`: the months from the current one to `months_ahead`
-  ahead, and every month the DEFAULT partition holds rows of. SECURITY DEFINER, so the app's
-  role may call it (at start-up); serialised by a transaction-level advisory lock, so two
-  nodes starting together do not collide, and idempotent.
+  ahead, and every month the DEFAULT partition holds rows of; and it guards any partition made
+  by hand (without the function) that lacks its guards. SECURITY DEFINER, so the app's role may
+  call it (at start-up); serialised by a transaction-level advisory lock, so two nodes starting
+  together do not collide, and idempotent.
 
 The row triggers of a partitioned table (append-only, audit_append_only) are cloned by
 PostgreSQL onto every partition, present and future; statement triggers are not, hence each
@@ -111,6 +112,7 @@ DECLARE
   this_month timestamp := date_trunc('month', now() AT TIME ZONE 'UTC');
   parent text;
   month timestamp;
+  partition regclass;
   created integer := 0;
 BEGIN
   IF months_ahead IS NULL OR months_ahead NOT BETWEEN 0 AND {MAX_MONTHS_AHEAD} THEN
@@ -127,6 +129,21 @@ BEGIN
       IF public.{ATTACH_FUNCTION}(parent, month) THEN
         created := created + 1;
       END IF;
+    END LOOP;
+    -- A partition made by hand (CREATE TABLE ... PARTITION OF) has the default privileges,
+    -- which grant the app's role UPDATE and DELETE, and no TRUNCATE guard: guard it.
+    FOR partition IN
+      SELECT inh.inhrelid::regclass FROM pg_inherits inh
+      WHERE inh.inhparent = to_regclass(format('public.%I', parent))
+        AND (has_table_privilege('{_APP_GROUP_ROLE}', inh.inhrelid,
+                                 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+             OR NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = inh.inhrelid
+                            AND tgname = parent || '_no_truncate'))
+    LOOP
+      EXECUTE format('REVOKE ALL ON %s FROM {_APP_GROUP_ROLE}', partition);
+      EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON %s '
+                     'FOR EACH STATEMENT EXECUTE FUNCTION public.audit_append_only()',
+                     parent || '_no_truncate', partition);
     END LOOP;
   END LOOP;
   RETURN created;
