@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from sqlalchemy import DDL, Connection, MetaData, Table, text
 from sqlalchemy import event as sa_event
 
-from backoffice.core.database import Database
+from backoffice.core.database import APP_GROUP_ROLE, Database
 from backoffice.core.errors import describe_error
 
 log = structlog.get_logger(__name__)
@@ -48,8 +48,9 @@ MONTHS_AHEAD: Final = 3
 MAX_MONTHS_AHEAD: Final = 24
 ENSURE_FUNCTION: Final = "audit_ensure_partitions"
 ATTACH_FUNCTION: Final = "audit_attach_month"
-# Of the app's group role (core.database.APP_GROUP_ROLE), which the partitions must not grant.
-_APP_GROUP_ROLE: Final = "backoffice_app"
+# As SQL: the list the functions accept, and the app's group role they keep off the partitions.
+_TABLES_SQL: Final = ", ".join(f"'{table}'" for table in PARTITIONED_TABLES)
+_APP_GROUP_ROLE: Final = APP_GROUP_ROLE
 # pg_advisory_xact_lock's key: one partition maker at a time, across every session.
 PARTITION_LOCK_KEY: Final = 0x61756469745F7061  # "audit_pa"
 # A node's start-up waits at most this long for the partitions, then goes on: the DEFAULT
@@ -73,7 +74,7 @@ DECLARE
   bounds text := partition || '_bounds';
   existing regclass;
 BEGIN
-  IF parent NOT IN ('access_logs', 'data_changes') THEN
+  IF parent NOT IN ({_TABLES_SQL}) THEN
     RAISE EXCEPTION 'not a partitioned audit table: %', parent
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
@@ -120,7 +121,7 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   PERFORM pg_advisory_xact_lock({PARTITION_LOCK_KEY});
-  FOREACH parent IN ARRAY ARRAY['access_logs', 'data_changes'] LOOP
+  FOREACH parent IN ARRAY ARRAY[{_TABLES_SQL}] LOOP
     FOR month IN EXECUTE format(
       'SELECT generate_series($1, $1 + make_interval(months => $2), interval ''1 month'') '
       'UNION SELECT date_trunc(''month'', {PARTITION_KEY} AT TIME ZONE ''UTC'') FROM public.%I '
