@@ -1,6 +1,7 @@
 """Move audit rows older than the retention period to gzip-compressed JSON Lines files, then
-delete them from the database: the command line of `backoffice.audit.archive`, which says how a
-crash loses nothing and duplicates nothing.
+out of the database (whole month partitions detached and dropped, the rest deleted batch by
+batch): the command line of `backoffice.audit.archive`, which says how a crash loses nothing and
+duplicates nothing.
 
     uv run python scripts/archive_audit.py [--older-than-days 90] [--output-dir DIR]
         [--batch-size 5000] [--table access_logs|data_changes|all] [--dry-run]

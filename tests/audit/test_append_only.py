@@ -16,9 +16,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING, AuditArchiveBatch
+from tests.audit.refusals import INSUFFICIENT_PRIVILEGE, refusal
 from tests.support.database import owner_rights
 
-INSUFFICIENT_PRIVILEGE = "42501"
 _ROWS = {
     "access_logs": (
         "INSERT INTO access_logs (occurred_at, request_id, method, path, status, duration_ms) "
@@ -33,38 +33,31 @@ _COLUMN = {"access_logs": "status = 500", "data_changes": "entity_id = '2'"}
 
 
 async def _audit_tables(connection: AsyncConnection) -> list[str]:
-    """Every table the append-only trigger function guards, from the catalog."""
+    """Every table the append-only trigger function guards, from the catalog; its partitions
+    are tested on their own (test_partitions.py)."""
     names = await connection.scalars(
         text("""
             SELECT DISTINCT rel.relname FROM pg_trigger trg
             JOIN pg_class rel ON rel.oid = trg.tgrelid
             JOIN pg_proc proc ON proc.oid = trg.tgfoid
             WHERE proc.proname = 'audit_append_only'
-              AND rel.relnamespace = 'public'::regnamespace
+              AND rel.relnamespace = 'public'::regnamespace AND NOT rel.relispartition
             ORDER BY 1""")
     )
     return list(names)
 
 
 async def _business_tables(connection: AsyncConnection) -> list[str]:
-    """Every other table of the schema but the archive's bookkeeping (the archive job's)."""
+    """Every other table of the schema but the archive's bookkeeping (the archive job's), and
+    the audit tables' partitions."""
     names = await connection.scalars(
-        text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        text("""
+            SELECT tablename FROM pg_tables JOIN pg_class rel ON rel.relname = tablename
+              AND rel.relnamespace = 'public'::regnamespace
+            WHERE schemaname = 'public' AND NOT rel.relispartition ORDER BY 1""")
     )
     excluded = {*await _audit_tables(connection), AuditArchiveBatch.__tablename__}
     return [name for name in names if name not in excluded]
-
-
-async def _refusal(connection: AsyncConnection, statement: str) -> str | None:
-    """The SQLSTATE the statement was refused with; None if it ran. Undone either way."""
-    try:
-        async with connection.begin_nested() as savepoint:
-            await connection.execute(text(statement))
-            await savepoint.rollback()
-    except DBAPIError as exc:
-        sqlstate: str = exc.orig.sqlstate  # type: ignore[union-attr]  # asyncpg's error has it
-        return sqlstate
-    return None
 
 
 @pytest.fixture(params=sorted(_ROWS))
@@ -101,9 +94,7 @@ async def test_the_app_role_cannot_rewrite_an_audit_table_even_as_the_retention_
     await connection.execute(text(f"SET LOCAL {RETENTION_SETTING} = 'on'"))
     tables = await _audit_tables(connection)
 
-    refusals = {
-        table: await _refusal(connection, statement.format(table=table)) for table in tables
-    }
+    refusals = {table: await refusal(connection, statement.format(table=table)) for table in tables}
 
     assert tables
     assert refusals == dict.fromkeys(tables, INSUFFICIENT_PRIVILEGE)
@@ -125,7 +116,7 @@ async def test_the_app_role_cannot_rewrite_an_audit_table_even_as_the_retention_
 async def test_the_app_role_cannot_replace_the_trigger_function_nor_create_objects(
     connection: AsyncConnection, statement: str
 ) -> None:
-    assert await _refusal(connection, statement) == INSUFFICIENT_PRIVILEGE
+    assert await refusal(connection, statement) == INSUFFICIENT_PRIVILEGE
 
 
 async def test_the_app_role_is_neither_a_superuser_nor_the_owner(
@@ -174,14 +165,14 @@ async def test_the_app_role_reads_and_writes_every_business_table(
             {"table": name},
         )
         sql = statement.format(table=name, column=column)
-        refusals[name] = await _refusal(connection, sql)
+        refusals[name] = await refusal(connection, sql)
 
     assert len(tables) >= 9  # products, customers, tasks, users, roles, ...
     assert refusals == dict.fromkeys(tables)
 
 
 @pytest.mark.parametrize(
-    ("statement", "refusal"),
+    ("statement", "expected"),
     [
         ("SELECT * FROM {table}", None),
         ("INSERT INTO {table} SELECT * FROM {table} WHERE false", INSUFFICIENT_PRIVILEGE),
@@ -190,11 +181,11 @@ async def test_the_app_role_reads_and_writes_every_business_table(
     ],
 )
 async def test_the_app_role_only_reads_the_archive_bookkeeping(
-    connection: AsyncConnection, statement: str, refusal: str | None
+    connection: AsyncConnection, statement: str, expected: str | None
 ) -> None:
     sql = statement.format(table=AuditArchiveBatch.__tablename__)
 
-    assert await _refusal(connection, sql) == refusal
+    assert await refusal(connection, sql) == expected
 
 
 @pytest.mark.parametrize(

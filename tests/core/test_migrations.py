@@ -22,6 +22,12 @@ from backoffice.core.migrations import (
 from backoffice.core.models import import_all_models
 from tests.support.database import scratch_database
 
+# A relation that is a partition: made by the partition functions (audit/partitions.py), at
+# times the models cannot know, and named by month. What PostgreSQL clones onto it from its
+# parent (columns, indexes, constraints, row triggers) is compared on the parent; the
+# partitioning itself (key, DEFAULT partition) and the functions that make partitions are
+# compared as such. Hence the `NOT ... relispartition` below.
+#
 # Every property of the schema that drift could touch, as comparable rows.
 _CATALOG_QUERIES = {
     "columns": """
@@ -29,13 +35,30 @@ _CATALOG_QUERIES = {
                numeric_precision,
                numeric_scale, datetime_precision, is_nullable, column_default, is_identity,
                identity_generation, collation_name
-        FROM information_schema.columns WHERE table_schema = 'public'""",
-    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+        FROM information_schema.columns
+        JOIN pg_class tbl ON tbl.relname = table_name
+          AND tbl.relnamespace = 'public'::regnamespace
+        WHERE table_schema = 'public' AND NOT tbl.relispartition""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        JOIN pg_class tbl ON tbl.relname = tablename
+          AND tbl.relnamespace = 'public'::regnamespace
+        WHERE schemaname = 'public' AND NOT tbl.relispartition""",
     "constraints": """
         SELECT rel.relname, con.conname, con.contype, pg_get_constraintdef(con.oid, true)
         FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid
-        JOIN pg_namespace ns ON ns.oid = rel.relnamespace WHERE ns.nspname = 'public'""",
-    "tables": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+        JOIN pg_namespace ns ON ns.oid = rel.relnamespace
+        WHERE ns.nspname = 'public' AND NOT rel.relispartition""",
+    "tables": """
+        SELECT tablename FROM pg_tables JOIN pg_class tbl ON tbl.relname = tablename
+          AND tbl.relnamespace = 'public'::regnamespace
+        WHERE schemaname = 'public' AND NOT tbl.relispartition""",
+    "partitioning": """
+        SELECT rel.relname, pg_get_partkeydef(rel.oid), part.partdefid <> 0 AS has_default,
+               coalesce(def.relname, '') AS default_partition
+        FROM pg_partitioned_table part JOIN pg_class rel ON rel.oid = part.partrelid
+        LEFT JOIN pg_class def ON def.oid = part.partdefid
+        WHERE rel.relnamespace = 'public'::regnamespace""",
     "enums": """
         SELECT typ.typname, enum.enumlabel, enum.enumsortorder
         FROM pg_enum enum JOIN pg_type typ ON typ.oid = enum.enumtypid
@@ -45,7 +68,8 @@ _CATALOG_QUERIES = {
         SELECT rel.relname, trg.tgname, pg_get_triggerdef(trg.oid)
         FROM pg_trigger trg JOIN pg_class rel ON rel.oid = trg.tgrelid
         JOIN pg_namespace ns ON ns.oid = rel.relnamespace
-        WHERE ns.nspname = 'public' AND NOT trg.tgisinternal""",
+        WHERE ns.nspname = 'public' AND NOT trg.tgisinternal
+          AND NOT rel.relispartition""",
     "functions": """
         SELECT proc.proname, pg_get_functiondef(proc.oid) FROM pg_proc proc
         JOIN pg_namespace ns ON ns.oid = proc.pronamespace
@@ -58,13 +82,34 @@ _CATALOG_QUERIES = {
 }
 
 
-async def catalog(url: str) -> dict[str, set[tuple[Any, ...]]]:
+type Catalog = dict[str, set[tuple[Any, ...]]]
+
+
+async def catalog(url: str) -> Catalog:
     connection = await asyncpg.connect(libpq_url(url))
     try:
         return {
             name: {tuple(row) for row in await connection.fetch(query)}
             for name, query in _CATALOG_QUERIES.items()
         }
+    finally:
+        await connection.close()
+
+
+def drift(migrated: Catalog, declared: Catalog) -> dict[str, tuple[set[Any], set[Any]]]:
+    """What differs, by kind: (only in `migrated`, only in `declared`)."""
+    return {
+        kind: (migrated[kind] - declared[kind], declared[kind] - migrated[kind])
+        for kind in _CATALOG_QUERIES
+        if migrated[kind] != declared[kind]
+    }
+
+
+async def _execute(url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(libpq_url(url))
+    try:
+        for statement in statements:
+            await connection.execute(statement)
     finally:
         await connection.close()
 
@@ -126,9 +171,35 @@ async def test_migrations_produce_exactly_the_models_schema(
 
     migrated, declared = await catalog(database_url), await catalog(empty_database)
 
-    for kind in _CATALOG_QUERIES:
-        assert migrated[kind] - declared[kind] == set(), f"{kind} only in migrations"
-        assert declared[kind] - migrated[kind] == set(), f"{kind} only in models"
+    assert drift(migrated, declared) == {}  # (only in migrations, only in models), by kind
+
+
+async def test_the_drift_check_sees_through_partitions_but_not_past_a_real_change(
+    empty_database: str,
+) -> None:
+    """Month partitions come and go as time passes (and as this session's tests make and drop
+    them): not drift. A change to the partitioned tables themselves is."""
+    await _create_all(empty_database)
+    declared = await catalog(empty_database)
+
+    await _execute(
+        empty_database,
+        "INSERT INTO access_logs (occurred_at, request_id, method, path, status, duration_ms) "
+        "VALUES ('2301-01-01Z', 'r', 'GET', '/', 200, 1)",
+        "SELECT audit_ensure_partitions(12)",
+    )
+    assert drift(await catalog(empty_database), declared) == {}
+
+    await _execute(
+        empty_database,
+        "CREATE INDEX ix_access_logs_method ON access_logs (method)",
+        "DROP TABLE data_changes_default",
+        "DROP TRIGGER data_changes_no_truncate ON data_changes",
+    )
+    found = drift(await catalog(empty_database), declared)
+    assert found.keys() == {"indexes", "partitioning", "triggers"}
+    assert {row[1] for row in found["indexes"][0]} == {"ix_access_logs_method"}
+    assert {row[0] for row in found["partitioning"][1]} == {"data_changes"}
 
 
 async def test_applied_migrations_are_recorded_as_atlas_records_them(
@@ -230,3 +301,87 @@ async def test_a_failing_migration_leaves_nothing_behind(
 )
 def test_split_statements(sql: str, expected: list[str]) -> None:
     assert split_statements(sql) == expected
+
+
+PARTITIONING_MIGRATION = "20261202060000_partition_audit.sql"
+
+
+def _drop_from(directory: Path, first: str) -> None:
+    """Leave out the migration `first` and every one after it."""
+    for migration in directory.glob("*.sql"):
+        if migration.name >= first:
+            migration.unlink()
+
+
+async def _audit_rows(connection: asyncpg.Connection) -> dict[str, list[asyncpg.Record]]:
+    return {
+        table: await connection.fetch(f"SELECT * FROM {table} ORDER BY id")  # noqa: S608  # constants
+        for table in ("access_logs", "data_changes")
+    }
+
+
+async def test_partitioning_the_audit_tables_keeps_every_row_and_the_ids_rising(
+    empty_database: str, directory: Path, migrations_dir: Path
+) -> None:
+    """Applied to a database with audit rows over several months: every row is in its
+    month's partition, unchanged; the next id follows the last one; the data-change trigger
+    still records."""
+    _drop_from(directory, PARTITIONING_MIGRATION)  # the database as it was before it
+    rehash(directory)
+    await apply_migrations(empty_database, directory)
+    connection = await asyncpg.connect(libpq_url(empty_database))
+    try:
+        await connection.execute("""
+            INSERT INTO access_logs (occurred_at, request_id, user_id, client_ip, user_agent,
+                                     method, path, status, duration_ms)
+            SELECT timestamptz '2026-07-31 23:59:59.999999Z' + n * interval '9 days 7 hours',
+                   'req-' || n, nullif(n % 3, 0), '10.0.0.1'::inet + n, 'agent ' || n,
+                   'GET', '/api/v1/products/' || n, 200 + n, n * 1.5
+            FROM generate_series(0, 40) AS n""")
+        await connection.execute(
+            "INSERT INTO products (sku, name, price) VALUES ('SKU-1', 'Lamp', 10)"
+        )
+        await connection.execute("""
+            INSERT INTO data_changes (occurred_at, entity_type, entity_id, action, new_values)
+            VALUES ('2025-01-15Z', 'product', '99', 'insert', '{"name": "old"}')""")
+        before = await _audit_rows(connection)
+        last_ids = {
+            table: await connection.fetchval(f"SELECT last_value FROM {table}_id_seq")  # noqa: S608  # constants
+            for table in before
+        }
+
+        await apply_migrations(empty_database, migrations_dir)
+
+        after = await _audit_rows(connection)
+        placement = await connection.fetch("""
+            SELECT tableoid::regclass::text AS partition, occurred_at FROM access_logs
+            UNION ALL SELECT tableoid::regclass::text, occurred_at FROM data_changes""")
+        await connection.execute("UPDATE products SET name = 'Lamp 2'")
+        change = await connection.fetchrow(
+            "SELECT id, action::text, new_values::text FROM data_changes ORDER BY id DESC LIMIT 1"
+        )
+        access_id = await connection.fetchval(
+            "INSERT INTO access_logs (occurred_at, request_id, method, path, status, duration_ms) "
+            "VALUES (now(), 'new', 'GET', '/', 200, 1) RETURNING id"
+        )
+    finally:
+        await connection.close()
+
+    assert len(before["access_logs"]) == 41
+    assert len(before["data_changes"]) == 2
+    # Every column the rows had, unchanged (a later migration may add columns).
+    assert {
+        table: [{column: row[column] for column in dict(rows[0])} for row in after[table]]
+        for table, rows in before.items()
+    } == {table: [dict(row) for row in rows] for table, rows in before.items()}
+    assert {
+        (row["partition"].split("_p")[-1], f"{row['occurred_at']:%Y_%m}") for row in placement
+    } == {(f"{row['occurred_at']:%Y_%m}",) * 2 for row in placement}
+    assert not any(row["partition"].endswith("_default") for row in placement)
+    assert change is not None
+    assert (change["id"], change["action"], change["new_values"]) == (
+        last_ids["data_changes"] + 1,
+        "update",
+        '{"name": "Lamp 2"}',
+    )
+    assert access_id == last_ids["access_logs"] + 1

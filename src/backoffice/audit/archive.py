@@ -2,14 +2,22 @@
 files, then out of the database. `scripts/archive_audit.py` (`task audit-archive`) is its
 command line; docs/AUDIT_GUIDE.md describes the guarantees.
 
-Each batch of rows is written to its own file first (atomically: a temporary file, fsync,
-rename), and only then deleted, in the one transaction that also records the file in
-`audit_archive_batches`. So a crash loses nothing and duplicates nothing:
+The audit tables are partitioned by month (audit/partitions.py). A month partition lying
+entirely before the cut-off goes whole: it is detached from its table (so nothing can be added
+to it any more: a late row of that month lands in the DEFAULT partition), its rows are written to
+files batch by batch, and one transaction records every file in `audit_archive_batches` and drops
+the partition, after checking that it holds exactly the rows written. The partition that
+straddles the cut-off and the DEFAULT partition take the row path: each batch of rows is written
+to its own file, then deleted, in the one transaction that also records the file. Files are
+always written atomically (a temporary file, fsync, rename). So a crash loses nothing and
+duplicates nothing:
 
-- before the commit, the rows are still in the table, and the file (if any) has no bookkeeping
-  row. The next run deletes such files (after checking that every row in them is still in the
-  table) and archives those rows again;
-- after the commit, the batch is complete: its rows are gone and its file is recorded.
+- before a commit, the rows are still in the database (in a detached partition, perhaps), and
+  the files (if any) have no bookkeeping row. The next run re-attaches such a partition (with the
+  rows that reached the DEFAULT partition meanwhile), deletes such files (after checking that
+  every row in them is still in the table) and archives those rows again;
+- after a commit, the batch or the partition is complete: its rows are gone and its files are
+  recorded.
 
 Re-running therefore resumes where a crashed or interrupted run stopped. Every file is
 `<table>/<table>-<first id>-<last id>.jsonl.gz`, one JSON object per row and line (every column,
@@ -35,6 +43,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING, AuditArchiveBatch
+from backoffice.audit.partitions import ATTACH_FUNCTION, ENSURE_FUNCTION
 from backoffice.core.database import libpq_url
 
 DEFAULT_BATCH_SIZE = 5000
@@ -45,6 +54,12 @@ _BOOKKEEPING_TABLE = AuditArchiveBatch.__tablename__
 _ADVISORY_LOCK_ID = 0x61756469745F6172  # "audit_ar"
 _FILE_NAME = re.compile(r"(?P<table>[a-z_]+)-(?P<first>\d{12})-(?P<last>\d{12})\.jsonl\.gz")
 _TEMPORARY_SUFFIX = ".tmp"
+# DETACH takes an ACCESS EXCLUSIVE lock on the table for an instant; waiting long for it would
+# queue every insert behind the wait (a long audit read holds the table), so each attempt gives
+# up soon and the run tries again a little later.
+_DETACH_LOCK_TIMEOUT = "2s"
+_DETACH_ATTEMPTS = 5
+_DETACH_RETRY_S = 1.0
 
 
 class ArchiveError(RuntimeError):
@@ -73,6 +88,18 @@ class TableSummary:
     rows: int = 0
     files: int = 0
     bytes: int = 0
+    partitions: int = 0  # whole month partitions, detached and dropped
+
+    def line(self, *, dry_run: bool) -> str:
+        if dry_run:
+            return (
+                f"  {self.table}: {self.rows} rows in {self.files} files, "
+                f"{self.partitions} whole partitions"
+            )
+        return (
+            f"  {self.table}: {self.rows} rows in {self.files} files, {self.bytes} bytes, "
+            f"{self.partitions} partitions dropped"
+        )
 
 
 @dataclass(slots=True)
@@ -103,17 +130,11 @@ class Summary:
                 f"Dry run, nothing changed: {cutoff} would be archived to {self.output_dir} "
                 f"in batches of {self.batch_size}"
             ]
-            lines += [
-                f"  {table.table}: {table.rows} rows in {table.files} files"
-                for table in self.tables
-            ]
+            lines += [table.line(dry_run=True) for table in self.tables]
             lines.append(f"  total: {self.rows} rows in {self.files} files")
         else:
             lines = [f"Archived {cutoff} to {self.output_dir}"]
-            lines += [
-                f"  {table.table}: {table.rows} rows in {table.files} files, {table.bytes} bytes"
-                for table in self.tables
-            ]
+            lines += [table.line(dry_run=False) for table in self.tables]
             lines.append(f"  total: {self.rows} rows in {self.files} files, {self.bytes} bytes")
         return "\n".join(lines)
 
@@ -207,31 +228,42 @@ async def _discard_uncommitted_files(
         path.unlink()
 
 
+async def _record(connection: asyncpg.Connection, batches: Sequence[BatchResult]) -> None:
+    """Record the batches' files, inside the caller's transaction. A file already recorded
+    whose rows are still here means the bookkeeping and the table disagree: stop."""
+    try:
+        await connection.executemany(
+            f"INSERT INTO {_BOOKKEEPING_TABLE} "  # noqa: S608  # a constant
+            "(table_name, first_id, last_id, row_count, file_name, file_bytes, sha256) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (
+                    batch.table,
+                    batch.first_id,
+                    batch.last_id,
+                    batch.row_count,
+                    batch.file_name,
+                    batch.file_bytes,
+                    batch.sha256,
+                )
+                for batch in batches
+            ],
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise ArchiveError(
+            f"a file of {batches[0].table} ({exc.detail}) is already recorded in "
+            f"{_BOOKKEEPING_TABLE}, yet its rows are still in the database (restored from a "
+            "backup?): nothing was deleted; compare the file with the rows before going on."
+        ) from exc
+
+
 async def _commit_batch(connection: asyncpg.Connection, batch: BatchResult, ids: list[int]) -> None:
     """Record the batch's file and delete exactly its rows, in one transaction: either both
     happen or neither does. The setting is what lets this transaction past the append-only
     trigger; SET LOCAL ends with the transaction."""
     async with connection.transaction():
         await connection.execute(f"SET LOCAL {RETENTION_SETTING} = 'on'")
-        try:
-            await connection.execute(
-                f"INSERT INTO {_BOOKKEEPING_TABLE} "  # noqa: S608  # a constant
-                "(table_name, first_id, last_id, row_count, file_name, file_bytes, sha256) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                batch.table,
-                batch.first_id,
-                batch.last_id,
-                batch.row_count,
-                batch.file_name,
-                batch.file_bytes,
-                batch.sha256,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise ArchiveError(
-                f"{batch.file_name} is already recorded in {_BOOKKEEPING_TABLE}, yet its rows are "
-                f"still in {batch.table} (restored from a backup?): nothing was deleted; "
-                "compare the file with the rows before going on."
-            ) from exc
+        await _record(connection, [batch])
         deleted = await connection.fetchval(
             f"WITH deleted AS (DELETE FROM {batch.table} WHERE id = ANY($1::bigint[]) RETURNING 1) "  # noqa: S608  # table checked
             "SELECT count(*) FROM deleted",
@@ -244,55 +276,193 @@ async def _commit_batch(connection: asyncpg.Connection, batch: BatchResult, ids:
             )
 
 
-async def _archive_table(
-    connection: asyncpg.Connection,
-    table: str,
-    *,
-    cutoff: datetime,
-    output_dir: Path,
-    batch_size: int,
-    summary: TableSummary,
-    advance: Callable[[int], None],
-    after_batch: Callable[[BatchResult], None] | None,
-) -> None:
-    """Archive the table's old rows batch by batch, in id order. Keyset on id: a batch is never
-    read twice in one run, and rows whose ids were taken before this run but which commit during
-    it (behind the keyset) wait for the next run."""
-    await _discard_uncommitted_files(connection, output_dir, table)
+async def _write_batch(
+    table: str, rows: Sequence[asyncpg.Record], output_dir: Path
+) -> tuple[BatchResult, list[int]]:
+    """Write `rows` (id, document), in id order, to their batch file; the batch and its ids."""
+    ids = [int(row["id"]) for row in rows]
+    file_name = batch_file_name(table, ids[0], ids[-1])
+    path = output_dir / file_name
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True)
+        _fsync_directory(path.parent.parent)
+    file_bytes, sha256 = await asyncio.to_thread(
+        _write_batch_file, path, [row["document"] for row in rows]
+    )
+    batch = BatchResult(
+        table=table,
+        first_id=ids[0],
+        last_id=ids[-1],
+        row_count=len(ids),
+        file_name=file_name,
+        file_bytes=file_bytes,
+        sha256=sha256,
+    )
+    return batch, ids
+
+
+@dataclass(slots=True)
+class _Run:
+    """What one table's archiving needs at every step, and what it reports after each commit."""
+
+    connection: asyncpg.Connection
+    table: str
+    cutoff: datetime
+    output_dir: Path
+    batch_size: int
+    summary: TableSummary
+    advance: Callable[[int], None]
+    after_batch: Callable[[BatchResult], None] | None
+
+    def committed(self, batch: BatchResult) -> None:
+        self.summary.rows += batch.row_count
+        self.summary.files += 1
+        self.summary.bytes += batch.file_bytes
+        self.advance(batch.row_count)
+        if self.after_batch is not None:
+            self.after_batch(batch)
+
+
+async def _archive_rows(run: _Run) -> None:
+    """The row path (the partition straddling the cut-off, the DEFAULT partition): the
+    table's old rows batch by batch, in id order. Keyset on id: a batch is never read twice in
+    one run, and rows whose ids were taken before this run but which commit during it (behind
+    the keyset) wait for the next run."""
     last_id = 0
-    while rows := await connection.fetch(
-        f"SELECT id, to_jsonb(t)::text AS document FROM {table} AS t "  # noqa: S608  # table checked
+    while rows := await run.connection.fetch(
+        f"SELECT id, to_jsonb(t)::text AS document FROM {run.table} AS t "  # noqa: S608  # table checked
         "WHERE occurred_at < $1 AND id > $2 ORDER BY id LIMIT $3",
-        cutoff,
+        run.cutoff,
         last_id,
-        batch_size,
+        run.batch_size,
     ):
-        ids = [int(row["id"]) for row in rows]
-        file_name = batch_file_name(table, ids[0], ids[-1])
-        path = output_dir / file_name
-        if not path.parent.is_dir():
-            path.parent.mkdir(parents=True)
-            _fsync_directory(path.parent.parent)
-        file_bytes, sha256 = await asyncio.to_thread(
-            _write_batch_file, path, [row["document"] for row in rows]
-        )
-        batch = BatchResult(
-            table=table,
-            first_id=ids[0],
-            last_id=ids[-1],
-            row_count=len(ids),
-            file_name=file_name,
-            file_bytes=file_bytes,
-            sha256=sha256,
-        )
-        await _commit_batch(connection, batch, ids)
-        summary.rows += batch.row_count
-        summary.files += 1
-        summary.bytes += batch.file_bytes
-        advance(batch.row_count)
-        if after_batch is not None:
-            after_batch(batch)
+        batch, ids = await _write_batch(run.table, rows, run.output_dir)
+        await _commit_batch(run.connection, batch, ids)
+        run.committed(batch)
         last_id = ids[-1]
+
+
+async def _whole_partitions(
+    connection: asyncpg.Connection, table: str, cutoff: datetime
+) -> list[str]:
+    """The month partitions of `table` lying entirely before `cutoff`, oldest first (the
+    DEFAULT partition has no upper bound: never whole)."""
+    rows = await connection.fetch(
+        """
+        SELECT partition FROM (
+          SELECT child.relname::text AS partition,
+                 (regexp_match(pg_get_expr(child.relpartbound, child.oid),
+                               'TO \\(''([^'']+)''\\)'))[1]::timestamptz AS upper_bound
+          FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid
+          WHERE pg_inherits.inhparent = $1::regclass AND child.relkind = 'r'
+        ) AS bounds
+        WHERE upper_bound <= $2 ORDER BY upper_bound""",
+        table,
+        cutoff,
+    )
+    return [row["partition"] for row in rows]
+
+
+async def _count_whole_partitions(
+    connection: asyncpg.Connection, table: str, cutoff: datetime
+) -> list[int]:
+    """The rows of each month partition of `table` entirely before `cutoff`."""
+    return [
+        int(await connection.fetchval(f"SELECT count(*) FROM {partition}"))  # noqa: S608  # from the catalog
+        for partition in await _whole_partitions(connection, table, cutoff)
+    ]
+
+
+async def _adopt_detached(connection: asyncpg.Connection, table: str) -> None:
+    """Re-attach the partitions a crashed run detached and did not drop, with the rows of their
+    month that reached the DEFAULT partition meanwhile: from then on they are archived (or kept,
+    under a longer retention) like any other."""
+    await connection.execute(
+        f"SELECT {ATTACH_FUNCTION}($1, to_date(right(relname, 7), 'YYYY_MM')::timestamp, true) "  # noqa: S608  # a constant
+        "FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' "
+        "AND NOT relispartition AND relname ~ ('^' || $1 || '_p[0-9]{4}_[0-9]{2}$')",
+        table,
+    )
+
+
+async def _detach(connection: asyncpg.Connection, table: str, partition: str) -> None:
+    """Detach the partition: from now on nothing can be added to it (a row of its month would
+    go to the DEFAULT partition), so the files can hold exactly its rows."""
+    for attempt in range(1, _DETACH_ATTEMPTS + 1):
+        try:
+            async with connection.transaction():
+                await connection.execute(f"SET LOCAL lock_timeout = '{_DETACH_LOCK_TIMEOUT}'")
+                await connection.execute(f"ALTER TABLE {table} DETACH PARTITION {partition}")
+        except asyncpg.LockNotAvailableError as exc:
+            if attempt == _DETACH_ATTEMPTS:
+                raise ArchiveError(
+                    f"could not lock {table} to detach {partition} ({_DETACH_ATTEMPTS} attempts): "
+                    "a long transaction holds it; nothing was changed, run again later."
+                ) from exc
+            await asyncio.sleep(_DETACH_RETRY_S * attempt)
+        else:
+            return
+
+
+async def _commit_partition(
+    connection: asyncpg.Connection, partition: str, batches: Sequence[BatchResult]
+) -> None:
+    """Record every file of the (detached) partition and drop it, in one transaction, once it
+    is checked to hold exactly the rows written: either all of it happens or none does."""
+    written = sum(batch.row_count for batch in batches)
+    async with connection.transaction():
+        present = await connection.fetchval(f"SELECT count(*) FROM {partition}")  # noqa: S608  # from the catalog
+        if present != written:
+            raise ArchiveError(
+                f"{partition} holds {present} rows but {written} were written to files: "
+                "rolled back, nothing was dropped (the next run starts it again)."
+            )
+        if batches:
+            await _record(connection, batches)
+        await connection.execute(f"DROP TABLE {partition}")
+
+
+async def _archive_partition(run: _Run, partition: str) -> None:
+    """The partition path: a whole month, detached, written to files, recorded, dropped."""
+    await _detach(run.connection, run.table, partition)
+    batches: list[BatchResult] = []
+    last_id = 0
+    while rows := await run.connection.fetch(
+        f"SELECT id, to_jsonb(t)::text AS document FROM {partition} AS t "  # noqa: S608  # from the catalog
+        "WHERE id > $1 ORDER BY id LIMIT $2",
+        last_id,
+        run.batch_size,
+    ):
+        batch, ids = await _write_batch(run.table, rows, run.output_dir)
+        batches.append(batch)
+        last_id = ids[-1]
+    await _commit_partition(run.connection, partition, batches)
+    run.summary.partitions += 1
+    for batch in batches:
+        run.committed(batch)
+
+
+async def _archive_table(run: _Run) -> None:
+    """What a crashed run left first, then the whole partitions, then the rows left."""
+    await _adopt_detached(run.connection, run.table)
+    await _discard_uncommitted_files(run.connection, run.output_dir, run.table)
+    for partition in await _whole_partitions(run.connection, run.table, run.cutoff):
+        await _archive_partition(run, partition)
+    await _archive_rows(run)
+
+
+async def _ensure_partitions(connection: asyncpg.Connection) -> None:
+    await connection.execute(f"SELECT {ENSURE_FUNCTION}()")
+
+
+async def _dry_run(
+    connection: asyncpg.Connection, table: str, cutoff: datetime, batch_size: int
+) -> TableSummary:
+    """What a run would archive: each whole partition in files of its own, then the rest."""
+    partitions = await _count_whole_partitions(connection, table, cutoff)
+    rest = await _count_old(connection, table, cutoff) - sum(partitions)
+    files = sum(math.ceil(rows / batch_size) for rows in [*partitions, rest])
+    return TableSummary(table, rows=sum(partitions) + rest, files=files, partitions=len(partitions))
 
 
 def _progress_bar(enabled: bool) -> Progress:
@@ -320,7 +490,9 @@ async def archive(
     """Archive, then delete, the rows of `tables` that occurred more than `older_than` ago.
 
     The cut-off is taken once, from the database's clock, so a run ends even while new rows
-    keep coming. `after_batch` is called after each committed batch. A dry run only counts: it
+    keep coming. The run first makes the coming months' partitions (and moves the DEFAULT
+    partition's rows to theirs), as the app does at start-up. `after_batch` is called after each
+    committed batch (those of a whole partition once it is dropped). A dry run only counts: it
     changes nothing and writes nothing. The progress bar goes to stderr, when it is a terminal.
     """
     unknown = set(tables) - set(APPEND_ONLY_TABLES)
@@ -336,27 +508,27 @@ async def archive(
         )
         if dry_run:
             for table in tables:
-                rows = await _count_old(connection, table, cutoff)
-                summary.tables.append(
-                    TableSummary(table, rows=rows, files=math.ceil(rows / batch_size))
-                )
+                summary.tables.append(await _dry_run(connection, table, cutoff, batch_size))
             return summary
         if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", _ADVISORY_LOCK_ID):
             raise ArchiveError("another archive run is in progress on this database")
+        await _ensure_partitions(connection)
         with _progress_bar(progress and sys.stderr.isatty()) as bar:
             for table in tables:
                 task = bar.add_task(table, total=await _count_old(connection, table, cutoff))
                 table_summary = TableSummary(table)
                 summary.tables.append(table_summary)
                 await _archive_table(
-                    connection,
-                    table,
-                    cutoff=cutoff,
-                    output_dir=output_dir,
-                    batch_size=batch_size,
-                    summary=table_summary,
-                    advance=partial(bar.advance, task),
-                    after_batch=after_batch,
+                    _Run(
+                        connection,
+                        table,
+                        cutoff=cutoff,
+                        output_dir=output_dir,
+                        batch_size=batch_size,
+                        summary=table_summary,
+                        advance=partial(bar.advance, task),
+                        after_batch=after_batch,
+                    )
                 )
         return summary
     finally:

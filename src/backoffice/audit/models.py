@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    Sequence,
     SmallInteger,
     String,
     event,
@@ -24,6 +25,7 @@ from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlmodel import Field, SQLModel
 
 from backoffice.audit.changes import install_schema
+from backoffice.audit.partitions import PARTITION_KEY, install_partitioning
 from backoffice.core.models import enum_field, metadata
 
 REQUEST_ID_MAX_LENGTH = 128
@@ -39,11 +41,36 @@ def _big_id() -> Any:
     )
 
 
+def _partitioned_id(table: str) -> Any:
+    """The id of a partitioned audit table: from a sequence of its own, the default that works
+    on every partitioned table (an identity column needs PostgreSQL 17). Still unique, since
+    only the sequence hands ids out; but a partitioned table's primary key must include the
+    partition key, so the key is (id, occurred_at)."""
+    sequence = Sequence(f"{table}_id_seq")
+    return Field(
+        default=None,
+        sa_column=Column(
+            BigInteger, sequence, server_default=sequence.next_value(), primary_key=True
+        ),
+    )
+
+
+def _partition_key(server_default: Any = None) -> Any:
+    """`occurred_at`, the monthly partitions' key (audit/partitions.py), hence part of the
+    primary key."""
+    column = Column(
+        DateTime(timezone=True), nullable=False, primary_key=True, server_default=server_default
+    )
+    if server_default is None:
+        return Field(sa_column=column)
+    return Field(default=None, sa_column=column)
+
+
 class AccessLog(SQLModel, table=True):
     __tablename__: ClassVar[str] = "access_logs"
 
-    id: int | None = _big_id()
-    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    id: int | None = _partitioned_id("access_logs")
+    occurred_at: datetime = _partition_key()
     request_id: str = Field(sa_column=Column(String(REQUEST_ID_MAX_LENGTH), nullable=False))
     user_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     # The API key the caller authenticated with (null for a password login's token).
@@ -64,6 +91,7 @@ class AccessLog(SQLModel, table=True):
         Index("ix_access_logs_request_id", "request_id"),
         Index("ix_access_logs_status_id", "status", "id"),
         Index("ix_access_logs_path_prefix", "path", postgresql_ops={"path": "varchar_pattern_ops"}),
+        {"postgresql_partition_by": f"RANGE ({PARTITION_KEY})"},
     )
 
 
@@ -76,11 +104,8 @@ class DataChangeAction(StrEnum):
 class DataChange(SQLModel, table=True):
     __tablename__: ClassVar[str] = "data_changes"
 
-    id: int | None = _big_id()
-    occurred_at: datetime = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
+    id: int | None = _partitioned_id("data_changes")
+    occurred_at: datetime = _partition_key(server_default=func.now())
     entity_type: str = Field(sa_column=Column(String(64), nullable=False))
     entity_id: str = Field(sa_column=Column(String(128), nullable=False))
     action: DataChangeAction = enum_field(DataChangeAction, "data_change_action")
@@ -99,6 +124,7 @@ class DataChange(SQLModel, table=True):
         Index("ix_data_changes_request_id", "request_id"),
         Index("ix_data_changes_occurred_at", "occurred_at"),
         Index("ix_data_changes_action_id", "action", "id"),
+        {"postgresql_partition_by": f"RANGE ({PARTITION_KEY})"},
     )
 
 
@@ -159,6 +185,8 @@ for _table in (AccessLog.__table__, DataChange.__table__):  # type: ignore[attr-
     for _trigger in _append_only_triggers(_table.name):
         event.listen(_table, "after_create", _trigger)
 
+
+install_partitioning(metadata, [AccessLog.__table__, DataChange.__table__])  # type: ignore[attr-defined]  # SQLModel sets __table__
 
 # The data-change triggers of the audited tables, and their functions (audit/changes.py).
 install_schema(metadata)

@@ -183,7 +183,10 @@ _ROLE_CHECK = text("""
            has_table_privilege(c.oid, 'UPDATE') OR has_table_privilege(c.oid, 'DELETE')
              OR has_table_privilege(c.oid, 'TRUNCATE') AS rewrites
     FROM pg_class c
-    WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(:tables)
+    WHERE c.relnamespace = 'public'::regnamespace AND (c.relname = ANY(:tables) OR c.oid IN (
+      -- and their partitions, if they are partitioned: each has rights of its own
+      SELECT inh.inhrelid FROM pg_inherits inh JOIN pg_class parent ON parent.oid = inh.inhparent
+      WHERE parent.relnamespace = 'public'::regnamespace AND parent.relname = ANY(:tables)))
     ORDER BY 1
 """)
 

@@ -10,6 +10,7 @@ from fastapi_offline import FastAPIOffline
 from backoffice.audit import changes
 from backoffice.audit.access import AccessAuditMiddleware, access_log_lifespan
 from backoffice.audit.models import APPEND_ONLY_TABLES
+from backoffice.audit.partitions import partitions_lifespan
 from backoffice.audit.router import router as audit_router
 from backoffice.auth.api_keys import (
     API_KEY_SCHEME_NAME,
@@ -84,6 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             session_class=changes.session_class(app.state.settings),
             audit_tables=APPEND_ONLY_TABLES,
         ),
+        partitions_lifespan(app),  # the audit tables' coming monthly partitions
         token_purge_lifespan(app),
         idempotency_purge_lifespan(app),
         principal_cache_lifespan(app),
