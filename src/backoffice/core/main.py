@@ -139,7 +139,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the access audit sees every answer, a 413 from the body limit included.
     app.add_middleware(UnhandledErrorMiddleware)  # innermost: the others see a plain 500
     app.add_middleware(UnstorableTextMiddleware)  # inside the body limit, which bounds it
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        path_limits={f"{API_PREFIX}/products/import": settings.csv_import_max_bytes},
+    )
     app.add_middleware(AccessAuditMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware, settings=settings)
     # Outermost of all, so the metrics time the whole request, the middleware above included.

@@ -4,7 +4,7 @@ Services build statements; repositories run them. Repositories `flush()` and nev
 the request's session dependency owns the transaction.
 """
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import asyncpg
@@ -23,7 +23,7 @@ from backoffice.core.errors import (
     PreconditionFailedError,
     sqlstate_of,
 )
-from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor
+from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor, seek, typed_key_of
 
 _UNIQUE_VIOLATION = "23505"
 _FOREIGN_KEY_VIOLATION = "23503"
@@ -144,6 +144,22 @@ class BaseRepository[M: SQLModel]:
         """`paginate` for the hot read routes, on the driver connection (ReadConnection)."""
         rows = await reader.fetch_statement(apply_keyset(statement, order, cursor, limit))
         return rows[:limit], next_cursor(rows, order, limit)
+
+    @staticmethod
+    async def read_batches(
+        reader: ReadConnection, statement: Select[Any], order: KeysetOrder, size: int
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        """Every row of `statement` in `order`, `size` at a time: a keyset read per batch,
+        each on a connection held for that read only (an export streams at the client's
+        pace, and must not keep a pooled connection meanwhile)."""
+        after = None
+        while True:
+            rows = await reader.fetch_statement(seek(statement, order, after, size))
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            after = typed_key_of(rows[-1], order)
 
     async def flush(self) -> None:
         """Flush, turning constraint violations and lost updates into client errors."""
