@@ -1,7 +1,8 @@
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from sqlalchemy import BigInteger, cast, func, update
+from sqlalchemy import BigInteger, String, any_, bindparam, cast, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import col
 
 from backoffice.core.errors import ConflictError, DomainError
@@ -36,3 +37,13 @@ class ProductRepository(BaseRepository[Product]):
             statement, execution_options={"populate_existing": True}
         )
         return result.scalars().one_or_none()
+
+    async def find_by_skus(self, skus: Sequence[str]) -> list[Product]:
+        """The products whose SKUs, lower-cased, are among `skus` (lower case): one query,
+        one array parameter however many (served by the unique index on lower(sku))."""
+        if not skus:
+            return []
+        wanted = bindparam("skus", list(skus), type_=ARRAY(String))
+        statement = select(Product).where(func.lower(col(Product.sku)) == any_(wanted))
+        result = await self.session.execute(statement)
+        return list(result.scalars().all())
