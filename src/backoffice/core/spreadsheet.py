@@ -18,7 +18,10 @@ from enum import Enum
 from http import HTTPStatus
 from typing import Any, Final, Protocol
 
+from fastapi import APIRouter
+from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
+from starlette.exceptions import HTTPException
 
 from backoffice.core.errors import DomainError, FieldError, InvalidInputError
 from backoffice.core.text import has_unstorable, scrub
@@ -148,6 +151,25 @@ def csv_download_responses(what: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+async def _method_not_allowed() -> None:
+    raise HTTPException(HTTPStatus.METHOD_NOT_ALLOWED)
+
+
+def refuse_methods(router: APIRouter, path: str, methods: Sequence[str], guard: Depends) -> None:
+    """`path` (`/export`) is a resource of its own, not an instance of the router's `/{id}`:
+    without this, `methods` (PATCH, DELETE) would reach the instance's routes and fail as an
+    invalid id instead of the 405 a client should get. Declared before `/{id}`, guarded like
+    the resource (`guard`), left out of the document (`Allow` names the resource's own)."""
+    router.add_api_route(
+        path,
+        _method_not_allowed,
+        methods=list(methods),
+        dependencies=[guard],
+        include_in_schema=False,
+        name=f"refuse_{path.strip('/')}_methods",
+    )
+
+
 # --- import -----------------------------------------------------------------------------
 
 
@@ -197,13 +219,15 @@ class CsvErrors:
 
     def __init__(self) -> None:
         self._errors: dict[tuple[int, str | None], FieldError] = {}
+        self._rows: set[int] = set()
 
     def add(self, row: int, column: str | None, message: str, kind: str) -> None:
         field = cell_field(row, column)
         self._errors.setdefault((row, column), FieldError(field=field, message=message, type=kind))
+        self._rows.add(row)
 
     def has(self, row: int) -> bool:
-        return any(key[0] == row for key in self._errors)
+        return row in self._rows
 
     def __bool__(self) -> bool:
         return bool(self._errors)
@@ -250,9 +274,12 @@ class CsvTable:
     """A CSV file read for an import: its header and its non-blank records, each with its
     row number in the file."""
 
-    def __init__(self, header: list[str], records: list[tuple[int, list[str]]]) -> None:
+    def __init__(
+        self, header: list[str], records: list[tuple[int, list[str]]], *, has_nul: bool
+    ) -> None:
         self.header = header
         self.records = records
+        self._has_nul = has_nul  # decoded UTF-8 holds no surrogate: a NUL is all to look for
 
     def rows(self, errors: CsvErrors) -> Iterator[tuple[int, dict[str, str]]]:
         """Each record's number and cells by column (missing trailing cells empty), cells
@@ -263,14 +290,20 @@ class CsvTable:
                 message = f"{len(record)} cells, but the header names {len(self.header)}"
                 errors.add(number, None, message, "extra_cells")
                 continue
-            cells: dict[str, str] = {}
-            for column, value in zip(self.header, record, strict=False):
-                if has_unstorable(value):
-                    message = "must not contain NUL (U+0000) characters"
-                    errors.add(number, column, message, "string_unstorable")
-                cells[column] = restore(value)
-            if not errors.has(number):
-                yield number, cells
+            if self._has_nul:
+                for column, value in zip(self.header, record, strict=False):
+                    if has_unstorable(value):
+                        message = "must not contain NUL (U+0000) characters"
+                        errors.add(number, column, message, "string_unstorable")
+                if errors.has(number):
+                    continue
+            yield (
+                number,
+                {
+                    column: restore(value) if value[:1] == QUOTE else value
+                    for column, value in zip(self.header, record, strict=False)
+                },
+            )
 
 
 def read_csv(body: bytes) -> CsvTable:
@@ -298,7 +331,7 @@ def read_csv(body: bytes) -> CsvTable:
             "The file is empty: its first row must name the columns.",
             errors=[FieldError(field=cell_field(1), message="no header row", type="missing")],
         )
-    return CsvTable(header, records)
+    return CsvTable(header, records, has_nul="\x00" in text)
 
 
 def check_header(
@@ -325,4 +358,5 @@ def check_header(
 def given(cells: Mapping[str, str], columns: Iterable[str]) -> dict[str, str]:
     """The cells of `columns` that hold something: an empty cell is not given (a create gets
     the default, an update leaves the value as it is)."""
-    return {column: cells[column] for column in columns if cells.get(column, "").strip()}
+    wanted = set(columns)
+    return {column: value for column, value in cells.items() if column in wanted and value.strip()}

@@ -13,7 +13,6 @@ from backoffice.core.conditional import check_if_match
 from backoffice.core.database import ReadConnection
 from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
-from backoffice.core.spreadsheet import EXPORT_BATCH_SIZE
 from backoffice.customers.models import Customer
 from backoffice.customers.repository import CustomerRepository
 from backoffice.customers.schemas import (
@@ -70,10 +69,7 @@ def export_customers(
     reader: ReadConnection, query: CustomerFilters
 ) -> AsyncIterator[list[asyncpg.Record]]:
     """Every customer the list would show with these filters and sort, a batch at a time."""
-    statement: Select[Any] = CustomerRepository.get_rows_statement().where(*_filters(query))
-    return CustomerRepository.read_batches(
-        reader, statement, SORT_ORDERS[query.sort], EXPORT_BATCH_SIZE
-    )
+    return CustomerRepository.read_all(reader, _filters(query), SORT_ORDERS[query.sort])
 
 
 async def create_customer(session: AsyncSession, data: CustomerCreate) -> CustomerRead:

@@ -153,16 +153,18 @@ async def import_products(
     request's transaction. A 422 lists every bad cell; nothing is changed then."""
     rows, errors = await anyio.to_thread.run_sync(_read_rows, body)
     repository = ProductRepository(session)
-    found = await repository.find_by_skus([row.key for row in rows])
+    found = await repository.find_by_skus([row.key for row in rows], lock=not dry_run)
     plan = _plan(rows, {product.sku.lower(): product for product in found}, errors)
     errors.raise_if_any()
     _check_permissions(plan, caller)
     if not dry_run:
-        for product, changes in plan.updates:
-            for name, value in changes.items():
-                setattr(product, name, value)
-        session.add_all(Product(**data.model_dump()) for data in plan.creates)
-        await repository.flush()
+        await repository.write_many(
+            [data.model_dump() for data in plan.creates],
+            [
+                {"id": product.id, "version": product.version, **changes}
+                for product, changes in plan.updates
+            ],
+        )
     log.info(
         "products.imported",
         dry_run=dry_run,

@@ -14,7 +14,6 @@ from backoffice.core.database import ReadConnection
 from backoffice.core.errors import ConflictError
 from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
-from backoffice.core.spreadsheet import EXPORT_BATCH_SIZE
 from backoffice.products.models import Product
 from backoffice.products.repository import ProductRepository
 from backoffice.products.schemas import (
@@ -76,10 +75,7 @@ def export_products(
     reader: ReadConnection, query: ProductFilters
 ) -> AsyncIterator[list[asyncpg.Record]]:
     """Every product the list would show with these filters and sort, a batch at a time."""
-    statement: Select[Any] = ProductRepository.get_rows_statement().where(*_filters(query))
-    return ProductRepository.read_batches(
-        reader, statement, SORT_ORDERS[query.sort], EXPORT_BATCH_SIZE
-    )
+    return ProductRepository.read_all(reader, _filters(query), SORT_ORDERS[query.sort])
 
 
 async def create_product(session: AsyncSession, data: ProductCreate) -> ProductRead:
