@@ -93,4 +93,12 @@ async def test_export_does_not_shadow_the_product_routes(
     product = await create_product()
 
     assert (await client.get(f"{PRODUCTS}/{product['id']}")).status_code == 200
-    assert_problem(await client.patch(EXPORT, json={"name": "x"}), 422)  # not an id
+    for method, path, allowed in [
+        ("PATCH", EXPORT, "GET"),
+        ("DELETE", EXPORT, "GET"),
+        ("GET", f"{PRODUCTS}/import", "POST"),
+        ("DELETE", f"{PRODUCTS}/import", "POST"),
+    ]:
+        refused = await client.request(method, path)  # not an id: a resource of its own
+        assert_problem(refused, 405)
+        assert refused.headers["allow"] == allowed

@@ -15,7 +15,12 @@ from backoffice.core.errors import (
 )
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.core.schemas import MAX_INT4
-from backoffice.core.spreadsheet import CsvResponse, csv_download, csv_download_responses
+from backoffice.core.spreadsheet import (
+    CsvResponse,
+    csv_download,
+    csv_download_responses,
+    refuse_methods,
+)
 from backoffice.customers import service
 from backoffice.customers.schemas import (
     CustomerCreate,
@@ -55,6 +60,14 @@ async def export_customers(
     too) start with `'`."""
     batches = service.export_customers(reader, query)
     return await csv_download("customers", service.EXPORT_COLUMNS, batches)
+
+
+refuse_methods(
+    router,
+    "/export",
+    ("PATCH", "DELETE"),
+    Depends(PermissionChecker(Module.CUSTOMERS, Action.READ)),
+)
 
 
 @router.post(

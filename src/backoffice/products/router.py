@@ -22,6 +22,7 @@ from backoffice.core.spreadsheet import (
     csv_download,
     csv_download_responses,
     csv_upload_body,
+    refuse_methods,
     require_csv,
 )
 from backoffice.products import importing, service
@@ -91,6 +92,11 @@ async def import_products(
         session, await request.body(), caller, dry_run=dry_run
     )
     return Response(summary.model_dump_json(), media_type="application/json")
+
+
+_ReadGuard = Depends(PermissionChecker(Module.PRODUCTS, Action.READ))
+refuse_methods(router, "/export", ("PATCH", "DELETE"), _ReadGuard)
+refuse_methods(router, "/import", ("GET", "PATCH", "DELETE"), _ReadGuard)
 
 
 @router.post(

@@ -15,7 +15,12 @@ from backoffice.core.errors import (
 )
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.core.schemas import MAX_INT4
-from backoffice.core.spreadsheet import CsvResponse, csv_download, csv_download_responses
+from backoffice.core.spreadsheet import (
+    CsvResponse,
+    csv_download,
+    csv_download_responses,
+    refuse_methods,
+)
 from backoffice.tasks import service
 from backoffice.tasks.rules import IllegalTransitionError
 from backoffice.tasks.schemas import (
@@ -62,6 +67,11 @@ async def export_tasks(
     may not read that module. Text cells a spreadsheet would run as a formula start with `'`."""
     batches = service.export_tasks(reader, query, caller.id, service.visible_modules(caller))
     return await csv_download("tasks", service.EXPORT_COLUMNS, batches)
+
+
+refuse_methods(
+    router, "/export", ("PATCH", "DELETE"), Depends(PermissionChecker(Module.TASKS, Action.READ))
+)
 
 
 @customer_tasks_router.get(
