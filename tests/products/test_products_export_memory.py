@@ -5,7 +5,7 @@ The server's resident memory is sampled every few milliseconds while the file do
 a batch at a time (core/spreadsheet.py), its growth stays within a few MiB (4.3 MiB measured);
 an export that read every row first and wrote the file after grows by about 106 MiB at this
 size (measured by running this test with EXPORT_BATCH_SIZE set above the row count), and more
-with every row. The test takes about 18 s, a third of it the server's start.
+with every row. The test takes about 7 s (18 s on a busy machine), half of it the server's start.
 """
 
 import asyncio
