@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = 2
     max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # `POST /products/import` alone takes bodies up to this size (a CSV file; README,
+    # "Spreadsheets"); the file is read whole and checked in one transaction.
+    csv_import_max_bytes: Annotated[int, Field(ge=1024, le=256 * 1_048_576)] = 10_485_760
 
     # Database: unset means "start the embedded PostgreSQL under embedded_db_dir".
     database_url: str | None = None

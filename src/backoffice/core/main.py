@@ -168,7 +168,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware, routes=app.routes)
     app.add_middleware(UnhandledErrorMiddleware)  # the others see a plain 500
     app.add_middleware(UnstorableTextMiddleware)  # inside the body limit, which bounds it
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        path_limits={f"{API_PREFIX}/products/import": settings.csv_import_max_bytes},
+    )
     app.add_middleware(AccessAuditMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware, settings=settings)
     # Outermost of all, so the metrics time the whole request, the middleware above included.

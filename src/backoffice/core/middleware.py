@@ -3,7 +3,7 @@ PostgreSQL cannot store. Both answer with problem+json like every other error.""
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qsl
@@ -42,23 +42,26 @@ def _declared_length(scope: Scope) -> int | None:
 
 class BodySizeLimitMiddleware:
     """Refuse bodies over `max_bytes` with 413: at once when Content-Length says so, else as
-    soon as the streamed bytes pass the limit (chunked uploads cannot slip through)."""
+    soon as the streamed bytes pass the limit (chunked uploads cannot slip through). The
+    paths in `path_limits` (a file upload) have a limit of their own instead."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-
-    def _detail(self) -> str:
-        return f"The request body exceeds the limit of {self.max_bytes} bytes."
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
+        detail = f"The request body exceeds the limit of {max_bytes} bytes."
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > max_bytes:
             response = problem_response(
-                Request(scope), status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail=self._detail()
+                Request(scope), status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail=detail
             )
             await response(scope, receive, send)
             return
@@ -69,9 +72,9 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # FastAPI re-raises HTTPException from body reading; our handler renders it.
-                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._detail())
+                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail)
             return message
 
         await self.app(scope, limited_receive, send)

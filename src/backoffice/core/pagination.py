@@ -55,12 +55,16 @@ CursorQuery = Annotated[
 ]
 
 
-class KeysetQuery(BaseModel):
-    """The query string of a list: a page size and the cursor of the page before. Each list
-    adds its own filters and sort. An unknown parameter is an error, so that a misspelt filter
-    never silently returns the whole list."""
+class FilterQuery(BaseModel):
+    """A query string of filters and a sort (a list's, an export's). An unknown parameter is
+    an error, so that a misspelt filter never silently returns the whole list."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class KeysetQuery(FilterQuery):
+    """The query string of a list: a page size and the cursor of the page before. Each list
+    adds its own filters and sort."""
 
     limit: LimitQuery = DEFAULT_LIMIT
     cursor: CursorQuery = None
@@ -182,29 +186,55 @@ def decode_cursor(
     )
 
 
-def apply_keyset[S: Select[Any]](
-    statement: S, order: KeysetOrder, cursor: str | None, limit: int
-) -> S:
-    """Add the seek condition, the ordering and a LIMIT one past the page (to know whether a
-    next page exists)."""
-    columns = order.columns
-    if cursor is not None:
-        after = tuple_(*decode_cursor(cursor, order))
-        row = tuple_(*columns)
-        statement = statement.where(row < after if order.descending else row > after)
-    ordering = [column.desc() if order.descending else column.asc() for column in columns]
-    return statement.order_by(*ordering).limit(limit + 1)
-
-
 class KeyedRow(Protocol):
     """A row whose values are read by column name: SQLAlchemy's RowMapping, asyncpg's Record."""
 
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+def seek[S: Select[Any]](
+    statement: S, order: KeysetOrder, after: Sequence[Any] | None, limit: int
+) -> S:
+    """The `limit` rows of `statement` that come after the key values `after` (from the
+    start if None), in `order`."""
+    columns = order.columns
+    if after is not None:
+        row, last = tuple_(*columns), tuple_(*after)
+        statement = statement.where(row < last if order.descending else row > last)
+    ordering = [column.desc() if order.descending else column.asc() for column in columns]
+    return statement.order_by(*ordering).limit(limit)
+
+
+def apply_keyset[S: Select[Any]](
+    statement: S, order: KeysetOrder, cursor: str | None, limit: int
+) -> S:
+    """Add the seek condition, the ordering and a LIMIT one past the page (to know whether a
+    next page exists)."""
+    after = None if cursor is None else decode_cursor(cursor, order)
+    return seek(statement, order, after, limit + 1)
+
+
+def key_of(row: KeyedRow, order: KeysetOrder) -> tuple[Any, ...]:
+    """The row's values of the order's columns: where the next page or batch starts."""
+    return tuple(row[str(column.key)] for column in order.columns)
+
+
+def _typed(column: ColumnElement[Any], value: Any) -> Any:
+    python_type = column.type.python_type
+    return value if value is None or isinstance(value, python_type) else python_type(value)
+
+
+def typed_key_of(row: KeyedRow, order: KeysetOrder) -> tuple[Any, ...]:
+    """`key_of`, each value of its column's Python type, to be bound into the next query
+    (the driver reads an enum as text, which PostgreSQL will not compare with the enum)."""
+    return tuple(
+        _typed(column, value)
+        for column, value in zip(order.columns, key_of(row, order), strict=True)
+    )
+
+
 def next_cursor(rows: Sequence[KeyedRow], order: KeysetOrder, limit: int) -> str | None:
     """The cursor after the page's last row, if the query found a row past the page."""
     if len(rows) <= limit:
         return None
-    last = rows[limit - 1]
-    return encode_cursor(order, [last[str(column.key)] for column in order.columns])
+    return encode_cursor(order, key_of(rows[limit - 1], order))

@@ -4,11 +4,12 @@ Services build statements; repositories run them. Repositories `flush()` and nev
 the request's session dependency owns the transaction.
 """
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import asyncpg
-from sqlalchemy import RowMapping, Select, bindparam, select
+from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -23,7 +24,8 @@ from backoffice.core.errors import (
     PreconditionFailedError,
     sqlstate_of,
 )
-from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor
+from backoffice.core.pagination import KeysetOrder, apply_keyset, next_cursor, seek, typed_key_of
+from backoffice.core.spreadsheet import EXPORT_BATCH_SIZE
 
 _UNIQUE_VIOLATION = "23505"
 _FOREIGN_KEY_VIOLATION = "23503"
@@ -145,10 +147,40 @@ class BaseRepository[M: SQLModel]:
         rows = await reader.fetch_statement(apply_keyset(statement, order, cursor, limit))
         return rows[:limit], next_cursor(rows, order, limit)
 
+    @classmethod
+    def read_all(
+        cls, reader: ReadConnection, conditions: Sequence[ColumnElement[bool]], order: KeysetOrder
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        """Every row matching `conditions` (an export), in `order`, a batch at a time."""
+        statement = cls.get_rows_statement().where(*conditions)
+        return cls.read_batches(reader, statement, order, EXPORT_BATCH_SIZE)
+
+    @staticmethod
+    async def read_batches(
+        reader: ReadConnection, statement: Select[Any], order: KeysetOrder, size: int
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        """Every row of `statement` in `order`, `size` at a time: a keyset read per batch,
+        each on a connection held for that read only (an export streams at the client's
+        pace, and must not keep a pooled connection meanwhile)."""
+        after = None
+        while True:
+            rows = await reader.fetch_statement(seek(statement, order, after, size))
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            after = typed_key_of(rows[-1], order)
+
     async def flush(self) -> None:
         """Flush, turning constraint violations and lost updates into client errors."""
-        try:
+        async with self.client_errors():
             await self.session.flush()
+
+    @asynccontextmanager
+    async def client_errors(self) -> AsyncIterator[None]:
+        """Constraint violations and lost updates of the writes inside, as client errors."""
+        try:
+            yield
         except IntegrityError as exc:
             sqlstate, constraint = _integrity_details(exc)
             error = self.constraint_errors.get(constraint or "") or _DEFAULT_ERRORS.get(sqlstate)

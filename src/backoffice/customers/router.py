@@ -6,7 +6,7 @@ from backoffice.auth.dependencies import PermissionChecker
 from backoffice.auth.permissions import Action, Module
 from backoffice.auth.service import Principal
 from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versioned_response
-from backoffice.core.database import ReadSessionDep, SessionDep
+from backoffice.core.database import ReadConnectionDep, ReadSessionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
     NotFoundError,
@@ -15,9 +15,16 @@ from backoffice.core.errors import (
 )
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.core.schemas import MAX_INT4
+from backoffice.core.spreadsheet import (
+    CsvResponse,
+    csv_download,
+    csv_download_responses,
+    refuse_methods,
+)
 from backoffice.customers import service
 from backoffice.customers.schemas import (
     CustomerCreate,
+    CustomerFilters,
     CustomerListQuery,
     CustomerRead,
     CustomerUpdate,
@@ -39,6 +46,28 @@ async def list_customers(
     """Customers, newest first unless `sort` says otherwise, one keyset page at a time."""
     page = await service.list_customers(session, query)
     return page.to_response()
+
+
+# Declared before `/{customer_id}`, whose path would match "export" too.
+@router.get(
+    "/export", response_class=CsvResponse, responses=csv_download_responses("The customers")
+)
+async def export_customers(
+    _: CustomersRead, reader: ReadConnectionDep, query: Annotated[CustomerFilters, Query()]
+) -> CsvResponse:
+    """Every customer the list shows with these filters and sort, as a CSV file (README,
+    "Spreadsheets"). Text cells a spreadsheet would run as a formula (a phone number's `+`
+    too) start with `'`."""
+    batches = service.export_customers(reader, query)
+    return await csv_download("customers", service.EXPORT_COLUMNS, batches)
+
+
+refuse_methods(
+    router,
+    "/export",
+    ("PATCH", "DELETE"),
+    Depends(PermissionChecker(Module.CUSTOMERS, Action.READ)),
+)
 
 
 @router.post(

@@ -12,7 +12,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from backoffice.core.pagination import KeysetQuery
+from backoffice.core.pagination import FilterQuery, KeysetQuery
 from backoffice.core.schemas import NOT_BLANK, Email, RequestModel, omittable
 from backoffice.customers.models import (
     COMPANY_MAX_LENGTH,
@@ -104,10 +104,16 @@ class CustomerSort(StrEnum):
     NAME_DESC = "-name"
 
 
-class CustomerListQuery(KeysetQuery):
+class CustomerFilters(FilterQuery):
+    """The filters and sort of the customer list, and of its CSV export."""
+
     q: Annotated[
         str | None,
         Field(min_length=1, max_length=100, description="Name, email or company contains."),
     ] = None
     status: CustomerStatus | None = None
     sort: CustomerSort = CustomerSort.CREATED_AT_DESC
+
+
+class CustomerListQuery(CustomerFilters, KeysetQuery):
+    """A page of the filtered, sorted customers."""

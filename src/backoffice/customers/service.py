@@ -1,20 +1,23 @@
 """Customer use cases. Raise domain errors; never commit (the request owns the transaction)."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, Select, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.core.conditional import check_if_match
+from backoffice.core.database import ReadConnection
 from backoffice.core.pagination import Page, keyset_orders
 from backoffice.core.repository import contains_pattern
 from backoffice.customers.models import Customer
 from backoffice.customers.repository import CustomerRepository
 from backoffice.customers.schemas import (
     CustomerCreate,
+    CustomerFilters,
     CustomerListQuery,
     CustomerRead,
     CustomerSort,
@@ -26,7 +29,11 @@ log = structlog.get_logger(__name__)
 SORT_ORDERS = keyset_orders(CustomerSort, Customer)
 
 
-def _filters(query: CustomerListQuery) -> list[ColumnElement[bool]]:
+# The export's columns: the JSON API's fields, in its order.
+EXPORT_COLUMNS = tuple(CustomerRead.model_fields)
+
+
+def _filters(query: CustomerFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.q is not None:
         pattern = contains_pattern(query.q)
@@ -56,6 +63,13 @@ async def list_customers(session: AsyncSession, query: CustomerListQuery) -> Pag
     return Page[CustomerRead](
         items=[CustomerRead.model_validate(row) for row in rows], next_cursor=cursor
     )
+
+
+def export_customers(
+    reader: ReadConnection, query: CustomerFilters
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every customer the list would show with these filters and sort, a batch at a time."""
+    return CustomerRepository.read_all(reader, _filters(query), SORT_ORDERS[query.sort])
 
 
 async def create_customer(session: AsyncSession, data: CustomerCreate) -> CustomerRead:

@@ -9,15 +9,27 @@ from backoffice.core.conditional import IfMatchHeader, IfNoneMatchHeader, versio
 from backoffice.core.database import ReadConnectionDep, SessionDep
 from backoffice.core.errors import (
     ConflictError,
+    InvalidInputError,
     NotFoundError,
     PreconditionFailedError,
     problem_responses,
 )
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.core.schemas import MAX_INT4
-from backoffice.products import service
+from backoffice.core.spreadsheet import (
+    CsvResponse,
+    UnsupportedMediaTypeError,
+    csv_download,
+    csv_download_responses,
+    csv_upload_body,
+    refuse_methods,
+    require_csv,
+)
+from backoffice.products import importing, service
 from backoffice.products.schemas import (
     ProductCreate,
+    ProductFilters,
+    ProductImportSummary,
     ProductListQuery,
     ProductRead,
     ProductUpdate,
@@ -40,6 +52,51 @@ async def list_products(
     """Products, newest first unless `sort` says otherwise, one keyset page at a time."""
     page = await service.list_products(reader, query)
     return page.to_response()
+
+
+# Declared before `/{product_id}`, whose path would match "export" too.
+@router.get("/export", response_class=CsvResponse, responses=csv_download_responses("The products"))
+async def export_products(
+    _: ProductsRead, reader: ReadConnectionDep, query: Annotated[ProductFilters, Query()]
+) -> CsvResponse:
+    """Every product the list shows with these filters and sort, as a CSV file (README,
+    "Spreadsheets"). Text cells a spreadsheet would run as a formula start with `'`."""
+    return await csv_download(
+        "products", service.EXPORT_COLUMNS, service.export_products(reader, query)
+    )
+
+
+@router.post(
+    "/import",
+    response_model=ProductImportSummary,
+    responses=problem_responses(InvalidInputError, ConflictError, UnsupportedMediaTypeError),
+    openapi_extra=csv_upload_body(
+        "A CSV file, UTF-8, its first row naming the columns: `sku` (required), and any of "
+        f"{', '.join(importing.COLUMNS[1:])}; an export's id, created_at and updated_at are "
+        "ignored, its version refuses rows whose product changed since."
+    ),
+)
+async def import_products(
+    caller: ProductsUpdate,
+    session: SessionDep,
+    request: Request,
+    dry_run: Annotated[
+        bool, Query(description="true: validate every row and answer the summary; change nothing.")
+    ] = False,
+) -> Response:
+    """Create and update products from a CSV file, matched by SKU (any case): all rows or
+    none. A 422 names every bad cell by row (the header is row 1) and column. Creating
+    products needs `products:create` as well. The body limit is CSV_IMPORT_MAX_BYTES."""
+    require_csv(request.headers.get("content-type"))
+    summary = await importing.import_products(
+        session, await request.body(), caller, dry_run=dry_run
+    )
+    return Response(summary.model_dump_json(), media_type="application/json")
+
+
+_ReadGuard = Depends(PermissionChecker(Module.PRODUCTS, Action.READ))
+refuse_methods(router, "/export", ("PATCH", "DELETE"), _ReadGuard)
+refuse_methods(router, "/import", ("GET", "PATCH", "DELETE"), _ReadGuard)
 
 
 @router.post(

@@ -11,7 +11,7 @@ from pydantic import (
     field_validator,
 )
 
-from backoffice.core.pagination import KeysetQuery
+from backoffice.core.pagination import FilterQuery, KeysetQuery
 from backoffice.core.schemas import (
     MAX_INT4,
     NOT_BLANK,
@@ -119,7 +119,9 @@ class ProductSort(StrEnum):
     PRICE_DESC = "-price"
 
 
-class ProductListQuery(KeysetQuery):
+class ProductFilters(FilterQuery):
+    """The filters and sort of the product list, and of its CSV export."""
+
     q: Annotated[
         str | None,
         Field(min_length=1, max_length=100, description="Name or SKU contains (any case)."),
@@ -129,3 +131,17 @@ class ProductListQuery(KeysetQuery):
     min_price: MoneyQuery | None = None
     max_price: MoneyQuery | None = None
     sort: ProductSort = ProductSort.CREATED_AT_DESC
+
+
+class ProductListQuery(ProductFilters, KeysetQuery):
+    """A page of the filtered, sorted products."""
+
+
+class ProductImportSummary(BaseModel):
+    dry_run: bool = Field(description="True: validated only, nothing was changed.")
+    rows: int = Field(description="Data rows in the file (blank rows left out).")
+    created: int
+    updated: int
+    unchanged: int = Field(description="Rows whose product already has every value given.")
+    created_skus: list[str]
+    updated_skus: list[str]

@@ -1,7 +1,9 @@
 """Product use cases. Raise domain errors; never commit (the request owns the transaction)."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, Select, or_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +19,7 @@ from backoffice.products.repository import ProductRepository
 from backoffice.products.schemas import (
     MAX_QUANTITY,
     ProductCreate,
+    ProductFilters,
     ProductListQuery,
     ProductRead,
     ProductSort,
@@ -28,7 +31,11 @@ log = structlog.get_logger(__name__)
 SORT_ORDERS = keyset_orders(ProductSort, Product)
 
 
-def _filters(query: ProductListQuery) -> list[ColumnElement[bool]]:
+# The export's columns: the JSON API's fields, in its order.
+EXPORT_COLUMNS = tuple(ProductRead.model_fields)
+
+
+def _filters(query: ProductFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.q is not None:
         pattern = contains_pattern(query.q)
@@ -62,6 +69,13 @@ async def list_products(reader: ReadConnection, query: ProductListQuery) -> Page
     return Page[ProductRead].model_validate(
         {"items": [dict(row) for row in rows], "next_cursor": cursor}
     )
+
+
+def export_products(
+    reader: ReadConnection, query: ProductFilters
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every product the list would show with these filters and sort, a batch at a time."""
+    return ProductRepository.read_all(reader, _filters(query), SORT_ORDERS[query.sort])
 
 
 async def create_product(session: AsyncSession, data: ProductCreate) -> ProductRead:

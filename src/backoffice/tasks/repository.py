@@ -5,7 +5,7 @@ A task refers to a user, a customer and a product. Their tables are read here, j
 task, never through those slices' repositories: the references are part of a task's row.
 """
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar
@@ -85,12 +85,27 @@ def _read_statement(joined: frozenset[str]) -> Select[Any]:
     return statement
 
 
+def _keyed_statement(
+    joined: frozenset[str], conditions: list[ColumnElement[bool]], order: KeysetOrder
+) -> Select[Any]:
+    statement = _read_statement(joined).where(*conditions)
+    if isinstance(order.key, Label):  # a computed sort key must be selected to be read back
+        statement = statement.add_columns(order.key)
+    return statement
+
+
 # Reference field -> (summary field, its column's label in a joined read): computed once, as
 # a page reads them for every row.
 _SUMMARY_LABELS: Mapping[str, tuple[tuple[str, str], ...]] = {
     field: tuple((name, _label(field, name)) for name in reference.summary)
     for field, reference in REFERENCES.items()
 }
+
+
+def summary_columns(field: str) -> tuple[str, ...]:
+    """The labels of the reference `field`'s summary columns in a joined read
+    (`assignee_email`, ...)."""
+    return tuple(label for _, label in _SUMMARY_LABELS[field])
 
 
 def summary_of(row: Mapping[str, Any], field: str) -> dict[str, Any] | None:
@@ -138,10 +153,21 @@ class TaskRepository(BaseRepository[Task]):
     ) -> tuple[list[asyncpg.Record], str | None]:
         """One keyset page of the tasks matching `conditions`, read as `read` reads one, on
         the hot read path (core.database.ReadConnection)."""
-        statement = _read_statement(joined).where(*conditions)
-        if isinstance(order.key, Label):  # a computed sort key must be selected to be read back
-            statement = statement.add_columns(order.key)
+        statement = _keyed_statement(joined, conditions, order)
         return await cls.read_page(reader, statement, order, cursor, limit)
+
+    @classmethod
+    def read_tasks_batches(
+        cls,
+        reader: ReadConnection,
+        joined: frozenset[str],
+        conditions: list[ColumnElement[bool]],
+        order: KeysetOrder,
+        size: int,
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        """Every task matching `conditions`, read as a page is, `size` at a time."""
+        statement = _keyed_statement(joined, conditions, order)
+        return cls.read_batches(reader, statement, order, size)
 
     async def reference_states(self, wanted: Mapping[str, int]) -> dict[str, bool | None]:
         """For each reference field -> id: None when no such row exists, else whether it may

@@ -15,10 +15,17 @@ from backoffice.core.errors import (
 )
 from backoffice.core.pagination import InvalidCursorError, Page
 from backoffice.core.schemas import MAX_INT4
+from backoffice.core.spreadsheet import (
+    CsvResponse,
+    csv_download,
+    csv_download_responses,
+    refuse_methods,
+)
 from backoffice.tasks import service
 from backoffice.tasks.rules import IllegalTransitionError
 from backoffice.tasks.schemas import (
     TaskCreate,
+    TaskExportQuery,
     TaskFilters,
     TaskListQuery,
     TaskRead,
@@ -48,6 +55,23 @@ async def list_tasks(
     visible = service.visible_modules(caller)
     page = await service.list_tasks(reader, query, caller.id, visible, query.customer_id)
     return page.to_response()
+
+
+# Declared before `/{task_id}`, whose path would match "export" too.
+@router.get("/export", response_class=CsvResponse, responses=csv_download_responses("The tasks"))
+async def export_tasks(
+    caller: TasksRead, reader: ReadConnectionDep, query: Annotated[TaskExportQuery, Query()]
+) -> CsvResponse:
+    """Every task the list shows with these filters and sort, as a CSV file (README,
+    "Spreadsheets"): each reference's id, then its summary's columns, empty where the caller
+    may not read that module. Text cells a spreadsheet would run as a formula start with `'`."""
+    batches = service.export_tasks(reader, query, caller.id, service.visible_modules(caller))
+    return await csv_download("tasks", service.EXPORT_COLUMNS, batches)
+
+
+refuse_methods(
+    router, "/export", ("PATCH", "DELETE"), Depends(PermissionChecker(Module.TASKS, Action.READ))
+)
 
 
 @customer_tasks_router.get(

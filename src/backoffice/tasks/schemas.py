@@ -9,7 +9,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from backoffice.core.pagination import KeysetQuery
+from backoffice.core.pagination import FilterQuery, KeysetQuery
 from backoffice.core.schemas import MAX_INT4, NOT_BLANK, Day, RecordId, RequestModel, omittable
 from backoffice.tasks.models import (
     DESCRIPTION_MAX_LENGTH,
@@ -108,9 +108,8 @@ class TaskSort(StrEnum):
     PRIORITY_DESC = "-priority"
 
 
-class TaskFilters(KeysetQuery):
-    """The filters, sort and page of a task list. A customer's task list takes exactly these
-    (its customer is the path's); `GET /tasks` adds `customer_id` (`TaskListQuery`)."""
+class TaskSelection(FilterQuery):
+    """The filters and sort of a task list, and of the CSV export."""
 
     status: Annotated[
         list[TaskStatus] | None, Field(max_length=len(TaskStatus), description="Any of these.")
@@ -140,5 +139,19 @@ class TaskFilters(KeysetQuery):
     ] = TaskSort.CREATED_AT_DESC
 
 
+class TaskFilters(TaskSelection, KeysetQuery):
+    """The filters, sort and page of a task list. A customer's task list takes exactly these
+    (its customer is the path's); `GET /tasks` adds `customer_id` (`TaskListQuery`)."""
+
+
+CustomerFilter = Annotated[int | None, Field(gt=0, le=MAX_INT4)]
+
+
 class TaskListQuery(TaskFilters):
-    customer_id: Annotated[int | None, Field(gt=0, le=MAX_INT4)] = None
+    customer_id: CustomerFilter = None
+
+
+class TaskExportQuery(TaskSelection):
+    """`GET /tasks/export`: the filters and sort of `GET /tasks`, no page."""
+
+    customer_id: CustomerFilter = None

@@ -5,11 +5,12 @@ product summaries in: a page costs the same number of queries whatever its size.
 shown only to a caller who may read its module (`visible_modules`); anyone else sees the id.
 """
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, and_, inspect, not_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,8 +23,9 @@ from backoffice.core.database import ReadConnection
 from backoffice.core.errors import ConflictError, FieldError, InvalidInputError, NotFoundError
 from backoffice.core.pagination import KeysetOrder, Page, keyset_orders
 from backoffice.core.repository import contains_pattern
+from backoffice.core.spreadsheet import EXPORT_BATCH_SIZE
 from backoffice.tasks.models import Task, TaskStatus, due_date_or
-from backoffice.tasks.repository import REFERENCES, TaskRepository, summary_of
+from backoffice.tasks.repository import REFERENCES, TaskRepository, summary_columns, summary_of
 from backoffice.tasks.rules import (
     OPEN_STATUSES,
     TRANSITIONS,
@@ -32,8 +34,10 @@ from backoffice.tasks.rules import (
 )
 from backoffice.tasks.schemas import (
     TaskCreate,
+    TaskExportQuery,
     TaskFilters,
     TaskRead,
+    TaskSelection,
     TaskSort,
     TaskUpdate,
 )
@@ -108,7 +112,7 @@ def task_fields(row: Mapping[str, Any], joined: frozenset[str]) -> dict[str, Any
 
 
 def _filters(
-    query: TaskFilters, caller_id: int, today: date, customer_id: int | None
+    query: TaskSelection, caller_id: int, today: date, customer_id: int | None
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     due_date = col(Task.due_date)
@@ -202,6 +206,27 @@ async def list_tasks(
     )
     items = [task_fields(dict(row), joined) for row in rows]
     return Page[TaskRead].model_validate({"items": items, "next_cursor": cursor})
+
+
+# The export's columns: the JSON API's task fields, each reference's id followed by its
+# summary's columns (empty where the caller may not read the module); `allowed_transitions`,
+# which the status decides, left out.
+EXPORT_COLUMNS = tuple(
+    column
+    for field in TaskRead.model_fields
+    if field not in {"allowed_transitions", *_SUMMARY_FIELDS.values()}
+    for column in (field, *(summary_columns(field) if field in _SUMMARY_FIELDS else ()))
+)
+
+
+def export_tasks(
+    reader: ReadConnection, query: TaskExportQuery, caller_id: int, visible: frozenset[Module]
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every task the list would show with these filters and sort, a batch at a time."""
+    conditions = _filters(query, caller_id, datetime.now(UTC).date(), query.customer_id)
+    return TaskRepository.read_tasks_batches(
+        reader, _joined(visible), conditions, SORT_ORDERS[query.sort], EXPORT_BATCH_SIZE
+    )
 
 
 async def list_customer_tasks(
