@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from backoffice.audit import partitions
 from backoffice.audit.models import APPEND_ONLY_TABLES, RETENTION_SETTING
 from backoffice.audit.partitions import (
     ENSURE_FUNCTION,
@@ -19,11 +20,13 @@ from backoffice.audit.partitions import (
     MONTHS_AHEAD,
     default_partition,
 )
+from backoffice.core import periodic
 from backoffice.core.config import Settings
 from backoffice.core.database import app_role_problems, libpq_url, sqlalchemy_url
 from backoffice.core.main import create_app
 from tests.audit.refusals import INSUFFICIENT_PRIVILEGE, refusal
 from tests.support.database import as_app, owner_rights, scratch_database
+from tests.support.waiting import until
 
 INVALID_PARAMETER_VALUE = "22023"
 _INSERTS = {
@@ -289,6 +292,40 @@ async def test_the_app_start_up_makes_the_partitions_and_a_failure_does_not_stop
 
     warnings = [log for log in logs if log["event"] == "audit.partitions_not_ensured"]
     assert [log["log_level"] for log in warnings] == ["warning"]
+
+
+@pytest.mark.committed
+async def test_a_serving_app_makes_the_partitions_again_while_it_runs(
+    scratch: str, app_login: tuple[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row that lands in DEFAULT while the node serves (a month no run has made yet) moves
+    to its own month at the next periodic run, without a restart."""
+    monkeypatch.setattr(partitions, "ENSURE_INTERVAL_S", 0.2)
+    monkeypatch.setattr(periodic, "FIRST_RUN_MAX_DELAY_S", 0.2)
+    app = create_app(
+        settings.model_copy(
+            update={"database_url": as_app(scratch, app_login), "database_owner_url": scratch}
+        )
+    )
+    owner = await asyncpg.connect(libpq_url(scratch))
+    try:
+        async with app.router.lifespan_context(app):
+            await owner.execute(
+                "INSERT INTO access_logs (occurred_at, request_id, method, path, status, "
+                "duration_ms) VALUES ('2300-07-07Z', 'r', 'GET', '/', 200, 1)"
+            )
+
+            async def made() -> bool:
+                return "access_logs_p2300_07" in await _partition_names(scratch)
+
+            await until(made, 10, "the periodic run")
+        placed = await owner.fetchval(
+            "SELECT tableoid::regclass::text FROM access_logs WHERE request_id = 'r'"
+        )
+    finally:
+        await owner.close()
+
+    assert placed == "access_logs_p2300_07"
 
 
 @pytest.mark.committed

@@ -19,10 +19,11 @@ from backoffice.auth.api_keys import ApiKeyUsage
 from backoffice.auth.principal_cache import STALENESS_BOUND_S, PrincipalCache
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-from tests.auth.test_principal_cache_workers import RECONNECT_WAIT_S, until
+from tests.auth.test_principal_cache_workers import RECONNECT_WAIT_S
 from tests.support.api_keys import API_KEYS, service_key
 from tests.support.factories import PRODUCTS
 from tests.support.http import api_client
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.committed
 

@@ -3,8 +3,7 @@ committing for real: a change made through one, or behind both apps' backs, ends
 cached principals within the documented bound; a lost listener stops its cache."""
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from tests.auth.principal_changes import (
 )
 from tests.support.http import api_client
 from tests.support.users import LOGIN, REFRESH, TEST_PASSWORD, create_user, store_role, tokens_for
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.committed
 
@@ -55,13 +55,6 @@ class Workers:
 
     async def client(self, app: FastAPI, token: str) -> AsyncClient:
         return await self.clients.enter_async_context(api_client(app, token))
-
-
-async def until(condition: Callable[[], Awaitable[bool]], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"{what} took over {within_s} s"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ partition's own TRUNCATE guard.
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final
 
 import structlog
@@ -36,6 +37,7 @@ from sqlalchemy import event as sa_event
 
 from backoffice.core.database import APP_GROUP_ROLE, Database
 from backoffice.core.errors import describe_error
+from backoffice.core.periodic import periodic_job
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +58,9 @@ PARTITION_LOCK_KEY: Final = 0x61756469745F7061  # "audit_pa"
 # A node's start-up waits at most this long for the partitions, then goes on: the DEFAULT
 # partition takes the rows meanwhile.
 _ENSURE_TIMEOUT_S: Final = 10.0
+# How often a serving node makes the coming months' partitions again (cheap: nothing to do
+# but on the first run after a month begins).
+ENSURE_INTERVAL_S: Final = 6 * 3600.0
 
 
 def default_partition(table: str) -> str:
@@ -195,17 +200,28 @@ async def ensure_partitions(database: Database, months_ahead: int = MONTHS_AHEAD
     return int(created or 0)
 
 
-@asynccontextmanager
-async def partitions_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Make the coming months' partitions at start-up (inside the database's lifespan). A
-    failure does not keep the node down: the DEFAULT partition takes the rows until the next
-    start or archive run moves them to their month."""
+async def _ensure_logged(database: Database) -> None:
+    """ensure_partitions, its outcome logged. A failure does not keep the node down: the
+    DEFAULT partition takes the rows until a later run moves them to their month."""
     try:
         async with asyncio.timeout(_ENSURE_TIMEOUT_S):
-            created = await ensure_partitions(app.state.database)
+            created = await ensure_partitions(database)
     except Exception as exc:  # noqa: BLE001  # any failure: the DEFAULT partition is the net
         log.warning("audit.partitions_not_ensured", error=describe_error(exc))
     else:
         if created:
             log.info("audit.partitions_created", count=created)
-    yield
+
+
+@asynccontextmanager
+async def partitions_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Make the coming months' partitions at start-up (inside the database's lifespan), then
+    again every ENSURE_INTERVAL_S while the node serves: a node that runs for months never
+    leaves its rows to the DEFAULT partition, and rows that landed there move to their
+    month."""
+    database: Database = app.state.database
+    await _ensure_logged(database)
+    async with periodic_job(
+        "audit-partitions", partial(_ensure_logged, database), ENSURE_INTERVAL_S
+    ):
+        yield
