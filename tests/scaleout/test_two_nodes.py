@@ -45,6 +45,7 @@ CLIENTS = 6
 LOAD_S = 5.0  # the first phase, with the cross-node checks running inside it
 LOAD_BEFORE_KILL_S = 1.5
 LOAD_AFTER_KILL_S = 2.5
+IDEMPOTENT_REQUESTS = 10  # with one Idempotency-Key, over both nodes at once
 INITIAL_STOCK = 60  # fewer than the decrements the load sends: the last units are fought over
 ACCESS_ROWS_TIMEOUT_S = 15.0
 REFUSAL_TIMEOUT_S = 10.0
@@ -92,11 +93,14 @@ class Cluster:
         *,
         token: str | None = None,
         client_ip: str = "10.0.0.1",
+        headers: dict[str, str] | None = None,
         **kw: Any,
     ) -> tuple[Answer, httpx.Response | None]:
         """One request, recorded with its request id (the access row's key)."""
         answer = Answer(node.name, kind, f"two-nodes-{next(self.ids)}", time.monotonic())
-        headers = {"X-Request-ID": answer.request_id, "X-Forwarded-For": client_ip}
+        headers = {"X-Request-ID": answer.request_id, "X-Forwarded-For": client_ip} | (
+            headers or {}
+        )
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self.answers.append(answer)
@@ -336,6 +340,62 @@ class SharedState:
     login_statuses: list[int | None] = field(default_factory=list)
     refresh_statuses: tuple[Any, ...] = ()
     refusal_delays: dict[str, float] = field(default_factory=dict)
+    keyed: "KeyedBurst | None" = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedBurst:
+    """IDEMPOTENT_REQUESTS stock adjustments with one Idempotency-Key, spread over both nodes
+    at once: each retried while the first runs (409), until it has its final answer."""
+
+    answers: list[tuple[int, bytes, str | None]]  # status, body, ETag
+    replayed: int
+    in_use: int
+    stock_before: int
+    stock_after: int
+
+
+async def _keyed_burst(cluster: Cluster) -> KeyedBurst:
+    admin = cluster.admin_token
+    body = {"sku": f"TWO-KEYED-{secrets.token_hex(3)}", "name": "Keyed", "price": "1"}
+    _, created = await cluster.call(
+        cluster.a, "admin", "POST", PRODUCTS, token=admin, json=body | {"stock_quantity": 5}
+    )
+    product = _expect(created, 201).json()
+    url, key = f"{PRODUCTS}/{product['id']}/stock-adjustments", f'"{secrets.token_hex(16)}"'
+    in_use = 0
+
+    async def adjust(node: Node) -> httpx.Response:
+        nonlocal in_use
+        while True:
+            _, response = await cluster.call(
+                node,
+                "keyed",
+                "POST",
+                url,
+                token=admin,
+                json={"delta": -3},
+                headers={"Idempotency-Key": key},
+            )
+            assert response is not None, "no answer"
+            if response.status_code != 409:
+                return response
+            in_use += 1
+            await asyncio.sleep(0.05)
+
+    responses = await asyncio.gather(
+        *(adjust(cluster.nodes[number % 2]) for number in range(IDEMPOTENT_REQUESTS))
+    )
+    _, after = await cluster.call(
+        cluster.b, "admin", "GET", f"{PRODUCTS}/{product['id']}", token=admin
+    )
+    return KeyedBurst(
+        [(x.status_code, x.content, x.headers.get("etag")) for x in responses],
+        sum(x.headers.get("idempotent-replayed") == "true" for x in responses),
+        in_use,
+        product["stock_quantity"],
+        _expect(after, 200).json()["stock_quantity"],
+    )
 
 
 async def _shared_state_checks(cluster: Cluster, shared: SharedState) -> None:
@@ -345,6 +405,7 @@ async def _shared_state_checks(cluster: Cluster, shared: SharedState) -> None:
     role_id = _expect(created, 201).json()["id"]
     members = [await _member(cluster, role_id, number) for number in range(4)]
 
+    shared.keyed = await _keyed_burst(cluster)
     shared.login_statuses = await _login_statuses_across_nodes(cluster)
     shared.refresh_statuses = await _refresh_replay_statuses(cluster, members[0])
 
@@ -471,6 +532,17 @@ class Outcome:
     def oversold(self) -> int:
         return max(0, len(self.of("take", 200)) - INITIAL_STOCK) + max(0, -self.stored.stock)
 
+    def _keyed_figures(self) -> str:
+        keyed = self.shared.keyed
+        if keyed is None:
+            return "  Idempotency-Key burst: not run"
+        return (
+            f"  Idempotency-Key burst: {len(keyed.answers)} requests over both nodes, "
+            f"{len(set(keyed.answers))} distinct final answer(s), "
+            f"{keyed.replayed} replayed, {keyed.in_use} answered 409 while the first ran; "
+            f"stock {keyed.stock_before} -> {keyed.stock_after}"
+        )
+
     def figures(self, seconds: float) -> list[str]:
         by_node = Counter(x.node for x in self.answers if x.status is not None)
         statuses = dict(sorted(Counter(str(x.status) for x in self.answers).items()))
@@ -495,6 +567,7 @@ class Outcome:
             f"{sum(x.status is not None for x in self.after_kill_on_a)} of "
             f"{len(self.after_kill_on_a)}",
             f"  principal cache listeners on the direct URL: {self.listeners}",
+            self._keyed_figures(),
         ]
 
 
@@ -573,6 +646,14 @@ async def test_two_nodes_behind_pgbouncer_share_state_and_lose_nothing(
     assert shared.refresh_statuses == (200, 401, 401)
     assert set(shared.refusal_delays) == {"logout", "deactivation", "role change"}
     assert outcome.listeners == 2 * WORKERS  # each worker of each node, on DATABASE_DIRECT_URL
+    # One Idempotency-Key over both nodes through PgBouncer: the stock moved once, and every
+    # request got the same final answer (the first's, replayed to the others).
+    keyed = shared.keyed
+    assert keyed is not None
+    assert len(set(keyed.answers)) == 1, keyed.answers
+    assert keyed.answers[0][0] == 200
+    assert keyed.replayed == IDEMPOTENT_REQUESTS - 1
+    assert keyed.stock_after == keyed.stock_before - 3
     # Never oversold: each acknowledged take is one unit gone, audited, and the stock ran out.
     assert outcome.oversold == 0
     assert len(outcome.of("take", 200)) <= INITIAL_STOCK - stored.stock == stored.stock_changes
