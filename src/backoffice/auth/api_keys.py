@@ -11,14 +11,13 @@ passwords: argon2 makes each guess of a *guessable* secret expensive, but nobody
 either: every key is unique and random, so precomputed tables gain nothing.
 """
 
-import asyncio
 import hashlib
 import hmac
 import re
 import secrets
 import string
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Final
 
@@ -34,6 +33,7 @@ from backoffice.auth.rate_limit import RateLimiter
 from backoffice.auth.repository import ApiKeyRepository
 from backoffice.auth.service import Principal
 from backoffice.core.config import Settings
+from backoffice.core.periodic import periodic_job
 
 log = structlog.get_logger(__name__)
 
@@ -170,21 +170,16 @@ async def api_key_usage_lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage: ApiKeyUsage = app.state.api_key_usage
     sessions = app.state.database.sessions
 
-    async def flush_forever() -> None:
-        while True:
-            await asyncio.sleep(LAST_USED_FLUSH_S)
-            try:
-                await usage.flush(sessions)
-            except Exception as exc:  # noqa: BLE001  # kept for the next round
-                log.warning("auth.api_key_usage_deferred", error=type(exc).__name__)
+    async def flush_once() -> None:
+        try:
+            await usage.flush(sessions)
+        except Exception as exc:  # noqa: BLE001  # kept for the next round
+            log.warning("auth.api_key_usage_deferred", error=type(exc).__name__)
 
-    task = asyncio.create_task(flush_forever(), name="api-key-usage")
     try:
-        yield
+        async with periodic_job("api-key-usage", flush_once, LAST_USED_FLUSH_S):
+            yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
         try:
             await usage.flush(sessions)
         except Exception as exc:  # noqa: BLE001  # a last use is not worth a failed shutdown
