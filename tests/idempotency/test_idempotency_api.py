@@ -342,6 +342,21 @@ async def test_the_key_is_ignored_where_it_does_not_apply(
     assert await key_rows(session) == []
 
 
+@pytest.mark.parametrize("path", [f"{PRODUCTS}/import", f"{PRODUCTS}/export"])
+async def test_a_refused_method_answers_405_whatever_key_it_carries(
+    client: AsyncClient, session: AsyncSession, path: str
+) -> None:
+    """PATCH on `/products/import` is answered by its own route (405), declared before
+    `/products/{id}`, which takes keys: the middleware follows the router's choice, so a key
+    used before for another request does not turn the 405 into a 422."""
+    await client.post(PRODUCTS, json=product_payload(), headers=keyed("reused"))
+
+    response = await client.patch(path, json={"name": "x"}, headers=keyed("reused"))
+
+    assert_problem(response, 405)
+    assert [row["key"] for row in await key_rows(session)] == ["reused"]
+
+
 # --- failure points: the claim, the route's COMMIT, the stored answer -----------------------
 
 

@@ -56,13 +56,13 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class KeyedOperation:
-    """A route's POST or PATCH that takes Idempotency-Key."""
+class WriteOperation:
+    """A route's POST or PATCH, and whether it takes Idempotency-Key."""
 
     methods: frozenset[str]
     path_format: str  # as the OpenAPI document names it
     path_regex: re.Pattern[str]
-    include_in_schema: bool
+    keyed: bool
 
     def matches(self, scope: Scope) -> bool:
         path: str = scope["path"]
@@ -78,24 +78,31 @@ def _calls(dependant: Dependant) -> Iterator[object]:
         yield from _calls(dependency)
 
 
-def keyed_operations(routes: Sequence[BaseRoute]) -> list[KeyedOperation]:
-    """The operations that take Idempotency-Key: every POST and PATCH that needs an
-    authenticated caller, whose keys are its own. Login and refresh need none (a repeat
-    makes a second session, which harms nothing), so they do not."""
+def write_operations(routes: Sequence[BaseRoute]) -> list[WriteOperation]:
+    """Every POST and PATCH, in the order the router tries them (the first that matches a
+    request is the one that answers it: `/products/import` before `/products/{id}`). Those
+    that take a key: every one that needs an authenticated caller, whose keys are its own,
+    and is an operation of the document. Login and refresh need none (a repeat makes a
+    second session, which harms nothing); a route left out of the document (a 405 for a
+    method a resource does not have) is not an operation."""
     operations = []
     for context in iter_route_contexts(routes):
         methods = frozenset(context.methods or ()) & METHODS
         dependant: Dependant | None = getattr(context, "dependant", None)
-        if methods and dependant is not None and get_current_principal in _calls(dependant):
-            operations.append(
-                KeyedOperation(
-                    methods,
-                    context.path_format or "",
-                    context.path_regex,
-                    bool(getattr(context, "include_in_schema", True)),
-                )
-            )
+        if not methods or dependant is None:
+            continue
+        keyed = get_current_principal in _calls(dependant) and bool(
+            getattr(context, "include_in_schema", True)
+        )
+        operations.append(
+            WriteOperation(methods, context.path_format or "", context.path_regex, keyed)
+        )
     return operations
+
+
+def keyed_operations(routes: Sequence[BaseRoute]) -> list[WriteOperation]:
+    """The operations that take Idempotency-Key (write_operations says which)."""
+    return [operation for operation in write_operations(routes) if operation.keyed]
 
 
 async def _send_problem(scope: Scope, receive: Receive, send: Send, exc: DomainError) -> None:
@@ -169,12 +176,14 @@ class IdempotencyMiddleware:
         self.app = app
         # The app's own route list, read on first use: complete by then.
         self._routes = routes
-        self._operations: list[KeyedOperation] | None = None
+        self._operations: list[WriteOperation] | None = None
 
     def _applies_to(self, scope: Scope) -> bool:
+        """Whether the route that will answer this request takes a key: the first that
+        matches it, as the router picks."""
         if self._operations is None:
-            self._operations = keyed_operations(self._routes)
-        return any(operation.matches(scope) for operation in self._operations)
+            self._operations = write_operations(self._routes)
+        return next((op.keyed for op in self._operations if op.matches(scope)), False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in METHODS:

@@ -72,8 +72,6 @@ def describe_idempotency(routes: Sequence[BaseRoute]) -> Callable[[dict[str, Any
     def extend(document: dict[str, Any]) -> None:
         paths: dict[str, Any] = document.get("paths", {})
         for operation in keyed_operations(routes):
-            if not operation.include_in_schema:
-                continue
             for method in sorted(operation.methods):
                 documented = paths.get(operation.path_format, {}).get(method.lower())
                 if documented is not None:
