@@ -13,7 +13,7 @@ from sqlmodel import col
 from backoffice.auth.errors import LastSuperuserError
 from backoffice.auth.models import Role, User
 from backoffice.auth.permissions import Action, Module, Permission, effective_permissions
-from backoffice.auth.repository import RoleRepository, UserRepository
+from backoffice.auth.repository import ApiKeyRepository, RoleRepository, UserRepository
 from backoffice.auth.schemas import (
     PermissionsRead,
     RoleCreate,
@@ -59,10 +59,16 @@ def ensure_holds(
 
 async def _ensure_outranks(session: AsyncSession, actor: Principal, target: User) -> None:
     """Managing an account (status, email, deletion) needs every permission it has: a user
-    admin cannot lock out or remove someone more powerful."""
+    admin cannot lock out or remove someone more powerful. A service account's power is in
+    its live keys as well as its roles: deactivating or deleting it disarms them all, which
+    needs what revoking each of them would (api_keys_service.revoke_api_key)."""
     assert target.id is not None  # noqa: S101  # loaded from the database
     grants = await UserRepository(session).grants_of(target.id)
-    ensure_holds(actor, _grant_permissions(grants), "manage an account with")
+    permissions = _grant_permissions(grants)
+    if target.is_service_account:
+        keys = await ApiKeyRepository(session).live_permissions_of(target.id)
+        permissions |= frozenset(map(Permission.parse, keys))
+    ensure_holds(actor, permissions, "manage an account with")
 
 
 async def _keep_an_active_superuser(session: AsyncSession, user: User) -> None:

@@ -350,6 +350,19 @@ class ApiKeyRepository(BaseRepository[ApiKey]):
         row: RowMapping | None = result.mappings().one_or_none()
         return row
 
+    async def live_permissions_of(self, user_id: int) -> list[str]:
+        """What the account's keys that still work (not revoked, not expired) can do."""
+        permissions = (
+            select(func.unnest(_api_keys.c.permissions))
+            .where(
+                _api_keys.c.user_id == user_id,
+                _api_keys.c.revoked_at.is_(None),
+                or_(_api_keys.c.expires_at.is_(None), _api_keys.c.expires_at > func.now()),
+            )
+            .distinct()
+        )
+        return list(await self.session.scalars(permissions))
+
     async def record_use(self, used: Mapping[int, datetime]) -> None:
         """Every key's last use in one statement. Bookkeeping, not an edit: the key's version
         (ETag) and updated_at stay, no principal changes, and the audit trail skips it

@@ -155,9 +155,17 @@ class _AnswerRecorder:
         self.messages.append(message)
 
     def answer(self) -> Answer | None:
+        """The answer to store; None for none, and for one marked `Cache-Control: no-store`
+        (a new API key's secret): kept nowhere, so a repeat of a request that committed
+        learns that it ran (`idempotent-answer-lost`) but never sees the secret again."""
         if not self.messages or self.messages[0]["type"] != "http.response.start":
             return None
         start = self.messages[0]
+        if any(
+            name.lower() == b"cache-control" and b"no-store" in value.lower()
+            for name, value in start.get("headers", [])
+        ):
+            return None
         headers = [
             [name.decode("latin-1"), value.decode("latin-1")]
             for name, value in start.get("headers", [])
