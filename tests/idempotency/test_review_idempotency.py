@@ -1,0 +1,66 @@
+"""Review findings on Idempotency-Key: a replayed answer is still a request of its caller,
+audited under it and counted against its key's rate limit."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from backoffice.audit.access import AccessLogWriter
+from backoffice.audit.models import AccessLog
+from backoffice.auth.api_keys import install_api_keys
+from backoffice.core.config import Settings
+from tests.support.api_keys import service_key
+from tests.support.factories import PRODUCTS, product_payload
+from tests.support.http import api_client, assert_problem
+
+
+@pytest.fixture
+async def writer(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AccessLogWriter]:
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
+    app.state.access_log_writer = writer
+    yield writer
+    await writer.stop()
+
+
+async def test_a_replayed_request_is_audited_under_its_caller_and_key(
+    app: FastAPI, client: AsyncClient, session: AsyncSession, writer: AccessLogWriter
+) -> None:
+    key = await service_key(client, ["products:create"])
+    payload = product_payload()
+
+    async with api_client(app, str(key["api_key"])) as machine:
+        first = await machine.post(PRODUCTS, json=payload, headers={"Idempotency-Key": "k1"})
+        replay = await machine.post(PRODUCTS, json=payload, headers={"Idempotency-Key": "k1"})
+    await writer.flush()
+
+    assert first.status_code == replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    result = await session.execute(
+        select(AccessLog).where(col(AccessLog.request_id) == replay.headers["x-request-id"])
+    )
+    access = result.scalars().one()
+    assert (access.user_id, access.api_key_id) == (key["service_account_id"], key["id"])
+
+
+async def test_replays_count_against_the_keys_rate_limit(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    install_api_keys(app, settings.model_copy(update={"api_key_rate_limit": "2/minute"}))
+    key = await service_key(client, ["products:create"])
+    payload = product_payload()
+
+    async with api_client(app, str(key["api_key"])) as machine:
+        answers = [
+            await machine.post(PRODUCTS, json=payload, headers={"Idempotency-Key": "k2"})
+            for _ in range(3)
+        ]
+
+    assert [answer.status_code for answer in answers[:2]] == [201, 201]
+    assert_problem(answers[2], 429, "rate-limited")
