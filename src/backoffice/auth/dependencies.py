@@ -54,10 +54,8 @@ class AccessTokenBearer(OAuth2PasswordBearer):
         if not token:
             raise MissingAccessTokenError
         principal = await authenticate_bearer(request, token)
-        request.state.user_id = principal.id  # for the access log
         request.state.principal = principal  # for PermissionChecker
-        if principal.api_key_id is not None:
-            await _admit_api_key(request, principal)
+        await admit(request, principal)
         return principal
 
 
@@ -74,6 +72,17 @@ async def authenticate_bearer(request: Request, token: str) -> Principal:
         token,
         verify_api_key if is_api_key else verify_access_token,
     )
+
+
+async def admit(request: Request, principal: Principal) -> None:
+    """What an authenticated request owes before it is answered, whoever answers it (the
+    route, or the Idempotency-Key middleware's replay): its caller named in the access log,
+    and for an API key, `_admit_api_key`. Once per request: a second call changes nothing."""
+    request.state.user_id = principal.id  # for the access log
+    if principal.api_key_id is not None and (
+        getattr(request.state, "api_key_id", None) != principal.api_key_id
+    ):
+        await _admit_api_key(request, principal)
 
 
 async def _admit_api_key(request: Request, principal: Principal) -> None:

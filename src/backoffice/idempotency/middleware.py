@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backoffice.auth.dependencies import authenticate_bearer, get_current_principal
+from backoffice.auth.dependencies import admit, authenticate_bearer, get_current_principal
 from backoffice.auth.service import Principal
 from backoffice.core.database import BEFORE_COMMIT, database_of
 from backoffice.core.errors import (
@@ -214,6 +214,8 @@ class IdempotencyMiddleware:
         if principal is None:  # the route's own authentication answers, as without a key
             await self.app(scope, receive, send)
             return
+        # Audited under its caller and counted against its key's rate limit, replayed or not.
+        await admit(request, principal)
         key = service.parse_key(values)
         messages = await _whole_body(receive)
         body = b"".join(message.get("body", b"") for message in messages)
