@@ -64,3 +64,22 @@ async def test_replays_count_against_the_keys_rate_limit(
 
     assert [answer.status_code for answer in answers[:2]] == [201, 201]
     assert_problem(answers[2], 429, "rate-limited")
+
+
+async def test_an_oversized_chunked_body_with_a_key_is_a_413(
+    client: AsyncClient, settings: Settings
+) -> None:
+    chunk = b"x" * 65536
+    count = settings.max_request_body_bytes // len(chunk) + 2
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: streamed
+        for _ in range(count):
+            yield chunk
+
+    response = await client.post(
+        PRODUCTS,
+        content=chunks(),
+        headers={"Idempotency-Key": "big", "Content-Type": "application/json"},
+    )
+
+    assert_problem(response, 413)
