@@ -8,6 +8,7 @@ naming every bad cell by its row in the file and its column. The data-change tri
 each insert and update, as for the JSON API.
 """
 
+import re
 from dataclasses import dataclass
 
 import anyio
@@ -33,6 +34,9 @@ IGNORED_COLUMNS = ("id", "created_at", "updated_at")
 # product changed since the export (the CSV form of If-Match), so no one's change is lost.
 VERSION_COLUMN = "version"
 REQUIRED_COLUMNS = ("sku",)
+# ASCII digits, as an export writes it: str.isdigit also takes "²" (int() refuses it) and
+# Arabic-Indic digits (int() reads them); and short enough for int() to take.
+_VERSION = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,7 @@ class _Plan:
 def _stale_version(row: _Row, product: Product, errors: CsvErrors) -> bool:
     if not row.version:
         return False
-    if not row.version.isdigit():
+    if not _VERSION.fullmatch(row.version):
         errors.add(row.number, VERSION_COLUMN, "must be a whole number", "int_parsing")
         return True
     if int(row.version) != product.version:
