@@ -1,12 +1,15 @@
 """Review findings on service accounts and API keys: the rules that guard a key must also
 guard the account that carries it, and the key's secret is stored nowhere in the clear."""
 
+from datetime import UTC, datetime, timedelta
+
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tests.support.api_keys import API_KEYS, new_service_account, service_key
+from tests.support.api_keys import API_KEYS, new_api_key, new_service_account, service_key
 from tests.support.factories import PRODUCTS, USERS
 from tests.support.http import api_client, assert_problem
 from tests.support.users import SignIn, user_with_grants
@@ -52,3 +55,31 @@ async def test_a_key_minted_with_an_idempotency_key_is_not_stored_in_the_clear(
     assert_problem(replay, 409)
     keys = (await client.get(API_KEYS, params={"service_account_id": account["id"]})).json()
     assert len(keys["items"]) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design choice left to the lead: a key that may mint keys can mint one without "
+    "its own expiry (and that survives its own revocation); a key's expiry does not bound "
+    "the keys it mints",
+)
+async def test_an_expiring_key_cannot_mint_a_key_that_outlives_it(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    account = await new_service_account(client)
+    admin_key = await new_api_key(
+        client, account["id"], ["users:update", "products:read"], expires_at=tomorrow
+    )
+
+    async with api_client(app, str(admin_key["api_key"])) as machine:
+        minted = await machine.post(
+            API_KEYS,
+            json={
+                "service_account_id": account["id"],
+                "name": "forever",
+                "permissions": ["products:read"],
+            },
+        )
+
+    assert_problem(minted, 422)  # or an expiry no later than the minting key's
