@@ -1,12 +1,14 @@
 """Review findings on Idempotency-Key: a replayed answer is still a request of its caller,
 audited under it and counted against its key's rate limit."""
 
+import hashlib
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -15,7 +17,7 @@ from backoffice.audit.models import AccessLog
 from backoffice.auth.api_keys import install_api_keys
 from backoffice.core.config import Settings
 from tests.support.api_keys import service_key
-from tests.support.factories import PRODUCTS, product_payload
+from tests.support.factories import PRODUCTS, USERS, product_payload, user_payload
 from tests.support.http import api_client, assert_problem
 
 
@@ -83,3 +85,26 @@ async def test_an_oversized_chunked_body_with_a_key_is_a_413(
     )
 
     assert_problem(response, 413)
+
+
+async def test_a_keyed_body_with_a_password_leaves_no_plain_hash_of_it(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    """A new user's body holds a password: an unsalted SHA-256 of it, next to the email
+    and name the users table gives, is a guess away from the password, bypassing argon2."""
+    body = json.dumps(user_payload()).encode()
+
+    created = await client.post(
+        USERS,
+        content=body,
+        headers={"Idempotency-Key": "new-user", "Content-Type": "application/json"},
+    )
+
+    assert created.status_code == 201, created.text
+    stored = await session.scalar(text("SELECT fingerprint FROM idempotency_keys"))
+    digest = hashlib.sha256()
+    for part in (b"POST", USERS.encode(), b"", body):  # what anyone can recompute
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    assert stored is not None
+    assert bytes(stored) != digest.digest()
