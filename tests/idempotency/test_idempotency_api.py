@@ -405,7 +405,13 @@ def interrupt(
             service.KeyPolicy.of(settings),
             f"user:{superuser.id}",
             key,
-            service.fingerprint("POST", adjustments(product), b"", _BODY),
+            service.fingerprint(
+                settings.secret_key.get_secret_value().encode(),
+                "POST",
+                adjustments(product),
+                b"",
+                _BODY,
+            ),
         )
         assert isinstance(held, service.Claim)
         return Interrupted(client, product, key, held)

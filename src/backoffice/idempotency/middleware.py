@@ -220,7 +220,11 @@ class IdempotencyMiddleware:
         messages = await _whole_body(receive)
         body = b"".join(message.get("body", b"") for message in messages)
         fingerprint = service.fingerprint(
-            scope["method"], scope["path"], scope["query_string"], body
+            request.app.state.settings.secret_key.get_secret_value().encode(),
+            scope["method"],
+            scope["path"],
+            scope["query_string"],
+            body,
         )
         sessions = database_of(request).sessions
         policy = service.KeyPolicy.of(request.app.state.settings)

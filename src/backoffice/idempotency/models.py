@@ -41,7 +41,8 @@ class IdempotencyKey(SQLModel, table=True):
     # Whose key (service.caller_scope): keys are unique per caller, not globally.
     scope: str = Field(sa_column=Column(String(SCOPE_MAX_LENGTH), primary_key=True))
     key: str = Field(sa_column=Column(String(KEY_MAX_LENGTH), primary_key=True))
-    # SHA-256 of the method, path, query and body: a repeat must be the same request.
+    # HMAC-SHA-256 (the app's secret key) of the method, path, query and body: a repeat must
+    # be the same request, and a body's password is not a cheap guess away (service.py).
     fingerprint: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     state: str = Field(sa_column=Column(String(16), nullable=False))
     # Which attempt holds the claim: a stale attempt that lost it cannot mark it applied.

@@ -3,6 +3,7 @@ answer, or be refused. Each step is a transaction of its own except marking the 
 which is the route's (middleware.py tells the order)."""
 
 import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Sequence
@@ -96,10 +97,12 @@ def parse_key(values: Sequence[bytes]) -> str:
     return key
 
 
-def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
-    """SHA-256 of what makes two requests the same one; each part length-prefixed, so no
-    two different requests run together into the same bytes."""
-    digest = hashlib.sha256()
+def fingerprint(secret: bytes, method: str, path: str, query: bytes, body: bytes) -> bytes:
+    """HMAC-SHA-256 of what makes two requests the same one; each part length-prefixed, so
+    no two different requests run together into the same bytes. Keyed with the app's
+    secret: a body may hold a password (`POST /users`), and a plain hash of it, beside the
+    email and name the users table gives, would be a cheap guess away from the password."""
+    digest = hmac.new(secret, digestmod=hashlib.sha256)
     for part in (method.encode(), path.encode(), query, body):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
