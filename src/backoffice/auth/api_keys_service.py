@@ -92,6 +92,32 @@ async def _service_account(session: AsyncSession, user_id: int) -> User:
     return user
 
 
+async def _expiry_within_the_minters(
+    repository: ApiKeyRepository, actor: Principal, asked: datetime | None
+) -> datetime | None:
+    """A key minted with an API key expires no later than the key that minted it: a key
+    is no stronger than its minter, in time as in permissions. Unset, it is the minter's."""
+    if actor.api_key_id is None:
+        return asked
+    minter = await repository.get(actor.api_key_id)
+    if minter.expires_at is None:
+        return asked
+    if asked is None:
+        return minter.expires_at
+    if asked > minter.expires_at:
+        raise InvalidInputError(
+            "expires_at must not be later than the expiry of the API key minting this one.",
+            errors=[
+                FieldError(
+                    field="body.expires_at",
+                    message="later than the minting API key's expiry",
+                    type="value_error",
+                )
+            ],
+        )
+    return asked
+
+
 async def create_api_key(
     session: AsyncSession, actor: Principal, data: ApiKeyCreate
 ) -> ApiKeyCreated:
@@ -106,10 +132,12 @@ async def create_api_key(
                 )
             ],
         )
+    repository = ApiKeyRepository(session)
+    expires_at = await _expiry_within_the_minters(repository, actor, data.expires_at)
     account = await _service_account(session, data.service_account_id)
     assert account.id is not None  # noqa: S101  # loaded from the database
     api_key, public_id = new_api_key()
-    key = await ApiKeyRepository(session).create(
+    key = await repository.create(
         ApiKey(
             public_id=public_id,
             key_hash=hash_api_key(api_key),
@@ -117,7 +145,7 @@ async def create_api_key(
             name=data.name,
             permissions=sorted(str(permission) for permission in permissions),
             created_by_id=actor.id,
-            expires_at=data.expires_at,
+            expires_at=expires_at,
         )
     )
     log.info("api_key.created", api_key_id=key.id, user_id=account.id)
