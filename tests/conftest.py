@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backoffice.audit.access import AccessLogWriter
 from backoffice.audit.changes import AuditedSession
 from backoffice.audit.models import RETENTION_SETTING
 from backoffice.auth.models import User
@@ -205,6 +206,17 @@ def app(
         read_connections=read_connections,
     )
     return app
+
+
+@pytest.fixture
+async def writer(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AccessLogWriter]:
+    """The app's access-log writer on the test transaction, flushed by hand."""
+    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
+    app.state.access_log_writer = writer
+    yield writer
+    await writer.stop()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 flushed on shutdown."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from ipaddress import ip_network
 
@@ -22,17 +22,6 @@ from backoffice.core.text import REPLACEMENT
 from tests.live_server import free_port
 from tests.support.factories import PRODUCTS
 from tests.support.http import api_client
-
-
-@pytest.fixture
-async def writer(
-    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[AccessLogWriter]:
-    """The app's access-log writer on the test transaction, flushed by hand."""
-    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
-    app.state.access_log_writer = writer
-    yield writer
-    await writer.stop()
 
 
 def reconfigure_access_audit(app: FastAPI, settings: Settings) -> None:

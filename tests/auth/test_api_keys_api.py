@@ -4,7 +4,7 @@ limited per key, and named in the audit trail of what they do."""
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -306,16 +306,6 @@ async def test_a_key_has_no_session_to_end_and_no_password_to_change(
 
 
 # --- the audit trail names the key ----------------------------------------------------------
-
-
-@pytest.fixture
-async def writer(
-    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[AccessLogWriter]:
-    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
-    app.state.access_log_writer = writer
-    yield writer
-    await writer.stop()
 
 
 async def test_what_a_key_does_is_audited_under_its_account_and_the_key(

@@ -5,11 +5,10 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 
-import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backoffice.audit.access import AccessLogWriter
@@ -19,16 +18,6 @@ from backoffice.core.config import Settings
 from tests.support.api_keys import service_key
 from tests.support.factories import PRODUCTS, USERS, product_payload, user_payload
 from tests.support.http import api_client, assert_problem
-
-
-@pytest.fixture
-async def writer(
-    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[AccessLogWriter]:
-    writer = AccessLogWriter(sessionmaker, max_queue=100, batch_size=10, flush_interval_s=60)
-    app.state.access_log_writer = writer
-    yield writer
-    await writer.stop()
 
 
 async def test_a_replayed_request_is_audited_under_its_caller_and_key(
