@@ -19,7 +19,7 @@ from backoffice.auth.api_keys import ApiKeyUsage
 from backoffice.auth.principal_cache import STALENESS_BOUND_S, PrincipalCache
 from backoffice.core.config import Settings
 from backoffice.core.main import create_app
-from tests.auth.test_principal_cache_workers import RECONNECT_WAIT_S
+from tests.auth.test_principal_cache_workers import RECONNECT_WAIT_S, listening_apps
 from tests.support.api_keys import API_KEYS, service_key
 from tests.support.factories import PRODUCTS
 from tests.support.http import api_client
@@ -46,16 +46,7 @@ async def key_workers(
 ) -> AsyncIterator[KeyWorkers]:
     admin_token = committed_client.headers["Authorization"].removeprefix("Bearer ")
     async with AsyncExitStack() as stack:
-        apps = [create_app(settings), create_app(settings)]
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        for app in apps:
-            cache: PrincipalCache = app.state.principal_cache
-
-            async def serving(cache: PrincipalCache = cache) -> bool:
-                return cache.serving
-
-            await until(serving, RECONNECT_WAIT_S, "the first listener connection")
+        apps = await listening_apps(stack, settings)
         admin = await stack.enter_async_context(api_client(apps[0], admin_token))
         key = await service_key(admin, ["products:read"])
         yield KeyWorkers(apps[0], apps[1], admin, key, stack)

@@ -57,20 +57,27 @@ class Workers:
         return await self.clients.enter_async_context(api_client(app, token))
 
 
+async def listening_apps(stack: AsyncExitStack, settings: Settings) -> list[FastAPI]:
+    """Two apps (two workers, or two nodes) started in `stack`, each once its principal cache
+    listens."""
+    apps = [create_app(settings), create_app(settings)]
+    for app in apps:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+    for app in apps:
+        cache: PrincipalCache = app.state.principal_cache
+
+        async def serving(cache: PrincipalCache = cache) -> bool:
+            return cache.serving
+
+        await until(serving, RECONNECT_WAIT_S, "the first listener connection")
+    return apps
+
+
 @pytest.fixture
 async def workers(committed_client: AsyncClient, settings: Settings) -> AsyncIterator[Workers]:
     admin_token = committed_client.headers["Authorization"].removeprefix("Bearer ")
     async with AsyncExitStack() as stack:
-        apps = [create_app(settings), create_app(settings)]
-        for app in apps:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        for app in apps:
-            cache: PrincipalCache = app.state.principal_cache
-
-            async def serving(cache: PrincipalCache = cache) -> bool:
-                return cache.serving
-
-            await until(serving, RECONNECT_WAIT_S, "the first listener connection")
+        apps = await listening_apps(stack, settings)
         async with apps[0].state.database.sessions() as session:
             role_id, role_name = await store_role(session, {"products": []})
             user = await create_user(session, roles=[role_name])
