@@ -137,6 +137,26 @@ async def test_a_write_without_a_key_costs_no_statement_on_the_keys(
     assert len([sql for sql in statements[unkeyed:] if "idempotency_keys" in sql]) == 3
 
 
+async def test_a_keyed_request_authenticates_its_caller_once(
+    client: AsyncClient, create_product: CreateProduct, statements: list[str]
+) -> None:
+    """The middleware must know the caller before the route runs; the route takes the
+    principal the middleware found rather than verifying the token a second time (no
+    principal cache here: every verification is a query of the users table)."""
+    product = await create_product()
+
+    def verifications() -> list[str]:
+        return [sql for sql in statements if sql.startswith("SELECT users.")]
+
+    statements.clear()
+    await client.post(adjustments(product), json={"delta": 1})
+    unkeyed = verifications()
+    statements.clear()
+    await adjust(client, product, 1, "once")
+
+    assert len(unkeyed) == len(verifications()) == 1
+
+
 # --- misused keys ----------------------------------------------------------------------------
 
 

@@ -53,8 +53,12 @@ class AccessTokenBearer(OAuth2PasswordBearer):
         token = await super().__call__(request)
         if not token:
             raise MissingAccessTokenError
-        principal = await authenticate_bearer(request, token)
-        request.state.principal = principal  # for PermissionChecker
+        # Already authenticated for this request by the Idempotency-Key middleware, from the
+        # same header: not verified twice.
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:
+            principal = await authenticate_bearer(request, token)
+            request.state.principal = principal  # for PermissionChecker
         await admit(request, principal)
         return principal
 

@@ -215,6 +215,7 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         # Audited under its caller and counted against its key's rate limit, replayed or not.
+        request.state.principal = principal  # the route's authentication takes it as it is
         await admit(request, principal)
         key = service.parse_key(values)
         messages = await _whole_body(receive)
